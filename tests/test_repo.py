@@ -1,0 +1,31 @@
+"Repository-level checks: packaging, the console script, README in sync with its notebook."
+import ast, subprocess, sys
+from pathlib import Path
+
+import cyclegan_pws
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_setup_py_does_not_import_pkg_resources():
+    tree = ast.parse((ROOT / 'setup.py').read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert 'pkg_resources' not in names | mods
+
+
+def test_console_script_is_installed_and_runs():
+    out = subprocess.run(['cyclegan-pws', '--version'], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f'cyclegan-pws {cyclegan_pws.__version__}'
+
+
+def test_readme_matches_index_notebook():
+    r = subprocess.run([sys.executable, str(ROOT / '.ci' / 'render_readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_notebook_exports_a_module():
+    for nb in sorted((ROOT / 'nbs').glob('[0-9][0-9]_*.ipynb')):
+        name = nb.stem.split('_', 1)[1]
+        assert f'#| default_exp {name}' in nb.read_text(), f'{nb.name} should export cyclegan_pws/{name}.py'
+        assert (ROOT / 'cyclegan_pws' / f'{name}.py').exists(), nb.name
