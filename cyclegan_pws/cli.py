@@ -36,14 +36,18 @@ def main(argv: Optional[list[str]] = None):
     except UserError as e:
         typer.echo(f'cyclegan-pws: error: {e}', err=True); sys.exit(2)
 
-# %% ../nbs/12_cli.ipynb #0e7d709c
+# %% ../nbs/12_cli.ipynb #98d407ed
+import logging
+
+class _EchoHandler(logging.Handler):
+    "Progress lines to the current stderr (found at each call, so test runners can capture them)."
+    def emit(self, record): typer.echo(self.format(record), err=True)
+
 def _scrape_setup(max_mb: float, phash_distance: int, min_side: int, timeout: float):
     "Logging to stderr and the download limits shared by `scrape` and `download`."
-    import logging
     from cyclegan_pws.scrape import DownloadConfig
     lg = logging.getLogger('cyclegan_pws')
-    if not lg.handlers:
-        h = logging.StreamHandler(); h.setFormatter(logging.Formatter('%(message)s')); lg.addHandler(h)
+    if not any(isinstance(h, _EchoHandler) for h in lg.handlers): lg.addHandler(_EchoHandler())
     lg.setLevel(logging.INFO)
     return DownloadConfig(max_bytes=int(max_mb * 2**20), phash_distance=phash_distance, min_side=min_side,
                           read_timeout=timeout)
