@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd']
+__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -117,3 +117,17 @@ def models_cmd(preset: str = typer.Option('seed', help='Model preset: paper, see
     from cyclegan_pws.models import model_stats
     s = model_stats(preset, size)
     typer.echo(json.dumps(s) if as_json else _models_table(s))
+
+# %% ../nbs/12_cli.ipynb #f87c5071
+@app.command()
+def synth(out: Path = typer.Option(..., '--out', help='Folder to write the dataset into (created).'),
+          n: int = typer.Option(200, '--n', help='Faces per domain (healthy A, PWS B).'),
+          size: int = typer.Option(128, '--size', help='Image side in pixels.'),
+          seed: int = typer.Option(0, '--seed', help='Random seed: the same seed writes the same files.'),
+          test_frac: float = typer.Option(0.2, '--test-frac', help='Fraction of each domain held out for testing.'),
+          pairs: Optional[int] = typer.Option(None, '--pairs', help='Treatment pairs to write (default: --n).')):
+    "Write a synthetic healthy/PWS dataset with ground truth and simulated treatment pairs."
+    from cyclegan_pws.synth import write_synthetic_dataset
+    res = write_synthetic_dataset(out, n, size=size, seed=seed, test_frac=test_frac, n_pairs=pairs, progress=sys.stderr.isatty())
+    counts = ', '.join(f'{k} {res[k]}' for k in ('trainA', 'testA', 'trainB', 'testB', 'pairs'))
+    typer.echo(f"synth: {counts} ({res['written']} written, the rest already there) in {res['root']}")
