@@ -1,12 +1,12 @@
 """Speed of `cyclegan_pws.diffaugment` per policy, next to the paper's reference code.
 
-    PYTHONPATH=. python3 benchmarks/diffaugment.py [--batch 8] [--size 256] [--repeats 5] [--json out.json]
+    PYTHONPATH=. python3 benchmarks/diffaugment.py [--batch 8] [--size 256] [--repeats 5] [--threads N] [--json F]
 
 Times one call on a (batch, 3, size, size) float32 batch in [-1, 1] at p=1, forward only and forward+backward
-(gradient w.r.t. the images, as in a G update), best of `--repeats` after one warm-up (the minimum is the
-least disturbed by other jobs on a shared machine). `paper` is Zhao et al.'s
-DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans, BSD-2), inlined below: no per-image p, no clamping, index
-gathers instead of kornia warps. Prints a table and a JSON line.
+(gradient w.r.t. the images, as in a G update). The two implementations run interleaved, best of `--repeats`
+after one warm-up, so load from other jobs on a shared machine distorts the ratios least. `paper` is Zhao et
+al.'s DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans, BSD-2), inlined below: no per-image p, no
+clamping, index gathers instead of kornia warps. Prints a table and a JSON line.
 """
 import argparse, json, platform, time
 
@@ -55,23 +55,32 @@ def paper_diff_augment(x, policy):
 # ---
 
 
-def time_ms(fn, x, backward, repeats):
-    "Best (minimum) ms of `fn(x)` (plus `.sum().backward()` when `backward`) over `repeats` runs after one warm-up."
-    times = []
+def call_ms(fn, x, backward):
+    "Milliseconds of one `fn(x)` (plus `.sum().backward()` when `backward`)."
+    xi = x.detach().requires_grad_(backward)
+    t0 = time.perf_counter()
+    y = fn(xi)
+    if backward: y.sum().backward()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def best_ms(fns, x, backward, repeats):
+    "Best ms of each of `fns` over `repeats` rounds after one warm-up; calls interleave so load hits all alike."
+    times = [[] for _ in fns]
     for i in range(repeats + 1):
-        xi = x.detach().requires_grad_(backward)
-        t0 = time.perf_counter()
-        y = fn(xi)
-        if backward: y.sum().backward()
-        if i: times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
+        for t, fn in zip(times, fns):
+            ms = call_ms(fn, x, backward)
+            if i: t.append(ms)
+    return [min(t) for t in times]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--batch', type=int, default=8); ap.add_argument('--size', type=int, default=256)
-    ap.add_argument('--repeats', type=int, default=7); ap.add_argument('--json', default=None)
+    ap.add_argument('--repeats', type=int, default=5); ap.add_argument('--json', default=None)
+    ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
     a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     x = torch.rand(a.batch, 3, a.size, a.size) * 2 - 1
     gen = torch.Generator().manual_seed(0)
@@ -81,9 +90,10 @@ def main():
         row = {'policy': pol}
         for bw in (False, True):
             key = 'fwd_bwd' if bw else 'fwd'
-            row[f'ours_{key}_ms'] = time_ms(lambda t: diff_augment(t, pol, 1.0, gen), x, bw, a.repeats)
-            row[f'paper_{key}_ms'] = (time_ms(lambda t: paper_diff_augment(t, pol), x, bw, a.repeats)
-                                      if all(n in _PAPER for n in pol.split(',')) else None)
+            fns = [lambda t: diff_augment(t, pol, 1.0, gen)]
+            if all(n in _PAPER for n in pol.split(',')): fns.append(lambda t: paper_diff_augment(t, pol))
+            ms = best_ms(fns, x, bw, a.repeats) + [None]
+            row[f'ours_{key}_ms'], row[f'paper_{key}_ms'] = ms[0], ms[1]
         rows.append(row)
     f = lambda v: f'{v:8.1f}' if v is not None else '       -'
     r = lambda o, p: f'{o / p:6.2f}x' if p else '      -'
