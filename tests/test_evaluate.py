@@ -151,3 +151,9 @@ def test_cli_evaluate(ds, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(['evaluate', '--pred', str(tmp_path / 'missing'), '--orig', str(ds / 'testB'), '--out', str(tmp_path / 'x')])
     assert e.value.code == 2 and 'missing: folder not found' in capsys.readouterr().err
+
+
+def test_fid_against_a_real_healthy_set_without_ground_truth(ds, tmp_path):
+    r = evaluate_folder(ds / 'half', ds / 'testB', real_dir=ds / 'testB_clean', out=tmp_path, feature=RandomConvFeatures())
+    assert r['fid_reference'] == str(ds / 'testB_clean') and r['fid'] > 0 and r['identity_reference'] == 'orig'
+    assert 'psnr_inside_lesion_vs_clean_db_mean' not in r and r['mask_source'].startswith('estimated')
