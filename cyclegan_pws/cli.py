@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth']
+__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -131,3 +131,22 @@ def synth(out: Path = typer.Option(..., '--out', help='Folder to write the datas
     res = write_synthetic_dataset(out, n, size=size, seed=seed, test_frac=test_frac, n_pairs=pairs, progress=sys.stderr.isatty())
     counts = ', '.join(f'{k} {res[k]}' for k in ('trainA', 'testA', 'trainB', 'testB', 'pairs'))
     typer.echo(f"synth: {counts} ({res['written']} written, the rest already there) in {res['root']}")
+
+# %% ../nbs/12_cli.ipynb #73de8a21
+@app.command('evaluate')
+def evaluate_cmd(pred: Path = typer.Option(..., '--pred', help='Folder of translated (predicted) images.'),
+                 orig: Path = typer.Option(..., '--orig', help='Folder of the stained input images, same file names.'),
+                 clean: Optional[Path] = typer.Option(None, '--clean', help='Folder of clean ground-truth faces (synthetic data).'),
+                 mask: Optional[Path] = typer.Option(None, '--mask', help='Folder of lesion masks (0/255 PNG); else estimated from redness.'),
+                 real: Optional[Path] = typer.Option(None, '--real', help='Healthy faces for FID/KID when there is no --clean (e.g. testA).'),
+                 out: Path = typer.Option(Path('report'), '--out', help='Report folder: metrics.json, per_image.csv, grid.png, report.html.'),
+                 fid: bool = typer.Option(True, '--fid/--no-fid', help='Compute FID/KID (InceptionV3 needs torch-fidelity and its weights).')):
+    "Measure lesion clearance, identity outside the lesion and FID/KID of translated faces; write an HTML report."
+    from cyclegan_pws.evaluate import evaluate_folder
+    m = evaluate_folder(pred, orig, clean_dir=clean, mask_dir=mask, out=out, real_dir=real, fid=fid)
+    f = lambda k, fmt: '–' if m.get(k) is None else format(m[k], fmt)
+    typer.echo(f"{m['n_images']} images | clearance {f('clearance_pct_mean', '.1f')}% mean, "
+               f"{f('clearance_pct_median', '.1f')}% median | outside the lesion: PSNR {f('psnr_outside_lesion_db_mean', '.2f')} dB, "
+               f"SSIM {f('ssim_outside_lesion_mean', '.4f')} | "
+               + (f"FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}" if 'fid' in m else f"FID unavailable: {m['fid_unavailable']}"))
+    typer.echo(f'report: {Path(out) / "report.html"}')
