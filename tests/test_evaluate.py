@@ -92,7 +92,7 @@ def test_untouched_scores_zero_and_clean_scores_hundred(ds, tmp_path, masks):
     assert none['fid'] > full['fid'] and none['kid_mean'] > full['kid_mean']
     js = strict_json(tmp_path / 'full' / 'metrics.json')
     assert js['n_images'] == 4 and js['clearance_pct_median'] == pytest.approx(full['clearance_pct_median'])
-    print(masks, {k: round(full[k], 2) for k in ['clearance_pct_mean', 'clearance_pct_ground_truth_mean',
+    print(masks, {k: round(full[k], 2) for k in ['clearance_pct_mean', 'clearance_pct_colorimetric_mean',
                                                   'ssim_outside_lesion_mean', 'delta_e_before_mean', 'delta_e_after_mean']})
 
 
@@ -147,7 +147,7 @@ def test_cli_evaluate(ds, tmp_path, capsys):
                                  '--clean', str(ds / 'testB_clean'), '--mask', str(ds / 'testB_mask'),
                                  '--out', str(tmp_path / 'rep'), '--no-fid'])
     assert r.exit_code == 0, r.output
-    assert '4 images | clearance 9' in r.stdout and f'report: {tmp_path / "rep" / "report.html"}' in r.stdout
+    assert '4 images | clearance 100.0% mean' in r.stdout and f'report: {tmp_path / "rep" / "report.html"}' in r.stdout
     with pytest.raises(SystemExit) as e:
         main(['evaluate', '--pred', str(tmp_path / 'missing'), '--orig', str(ds / 'testB'), '--out', str(tmp_path / 'x')])
     assert e.value.code == 2 and 'missing: folder not found' in capsys.readouterr().err
