@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main']
+__all__ = ['app', 'main', 'models_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -35,3 +35,24 @@ def main(argv: Optional[list[str]] = None):
     try: app(args=argv, prog_name='cyclegan-pws')
     except UserError as e:
         typer.echo(f'cyclegan-pws: error: {e}', err=True); sys.exit(2)
+
+# %% ../nbs/12_cli.ipynb #a33d761e
+def _models_table(s: dict) -> str:
+    "Format `model_stats` as an aligned text table."
+    rows = [('net', 'kind', 'params', 'GFLOP/fwd'),
+            ('generator', s['generator'], f"{s['g_params']:,}", f"{s['g_gflops']:.2f}"),
+            ('discriminator', s['discriminator'], f"{s['d_params']:,}", f"{s['d_gflops']:.2f}")]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"preset {s['preset']} at {s['size']}x{s['size']} (forward pass, batch 1)"]
+    lines += [f'{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}' for r in rows]
+    return '\n'.join(lines)
+
+
+@app.command('models')
+def models_cmd(preset: str = typer.Option('seed', help='Model preset: paper, seed or tiny.'),
+               size: int = typer.Option(256, help='Image side in pixels.'),
+               as_json: bool = typer.Option(False, '--json', help='Print JSON instead of a table.')):
+    "Print parameter counts and forward GFLOPs of a model preset's generator and discriminator."
+    from cyclegan_pws.models import model_stats
+    s = model_stats(preset, size)
+    typer.echo(json.dumps(s) if as_json else _models_table(s))
