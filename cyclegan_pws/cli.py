@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'models_cmd']
+__all__ = ['app', 'main', 'models_cmd', 'prepare']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -56,3 +56,16 @@ def models_cmd(preset: str = typer.Option('seed', help='Model preset: paper, see
     from cyclegan_pws.models import model_stats
     s = model_stats(preset, size)
     typer.echo(json.dumps(s) if as_json else _models_table(s))
+
+# %% ../nbs/12_cli.ipynb #d5a2f771
+@app.command('prepare')
+def prepare(inp: Path = typer.Option(..., '--in', help='Folder of raw photos (searched recursively).'),
+            out: Path = typer.Option(..., '--out', help='Folder for the crops, their landmark JSON and the manifest.'),
+            size: int = typer.Option(256, '--size', min=16, help='Side of the square crops in pixels.'),
+            margin: float = typer.Option(1.0, '--margin', min=0.5, help='Framing: 1.0 = FFHQ, larger = more context.'),
+            min_sharpness: float = typer.Option(40.0, '--min-sharpness', help='Blur threshold (variance of Laplacian).')):
+    "Detect, align and crop the main face of every photo; skips (and logs) photos without one usable face."
+    from cyclegan_pws.faces import FaceConfig, prepare_folder
+    counts = prepare_folder(inp, out, size=size, cfg=FaceConfig(margin=margin, min_sharpness=min_sharpness), progress=True)
+    typer.echo(f'prepare: {counts["ok"]} cropped, {counts["skipped"]} skipped, {counts["already_done"]} already done '
+               f'-> {out} (reasons in {out / "prepare_manifest.jsonl"})')
