@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'models_cmd', 'prepare']
+__all__ = ['app', 'main', 'models_cmd', 'prepare', 'synth']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -69,3 +69,17 @@ def prepare(inp: Path = typer.Option(..., '--in', help='Folder of raw photos (se
     counts = prepare_folder(inp, out, size=size, cfg=FaceConfig(margin=margin, min_sharpness=min_sharpness), progress=True)
     typer.echo(f'prepare: {counts["ok"]} cropped, {counts["skipped"]} skipped, {counts["already_done"]} already done '
                f'-> {out} (reasons in {out / "prepare_manifest.jsonl"})')
+
+# %% ../nbs/12_cli.ipynb #f87c5071
+@app.command()
+def synth(out: Path = typer.Option(..., '--out', help='Folder to write the dataset into (created).'),
+          n: int = typer.Option(200, '--n', help='Faces per domain (healthy A, PWS B).'),
+          size: int = typer.Option(128, '--size', help='Image side in pixels.'),
+          seed: int = typer.Option(0, '--seed', help='Random seed: the same seed writes the same files.'),
+          test_frac: float = typer.Option(0.2, '--test-frac', help='Fraction of each domain held out for testing.'),
+          pairs: Optional[int] = typer.Option(None, '--pairs', help='Treatment pairs to write (default: --n).')):
+    "Write a synthetic healthy/PWS dataset with ground truth and simulated treatment pairs."
+    from cyclegan_pws.synth import write_synthetic_dataset
+    res = write_synthetic_dataset(out, n, size=size, seed=seed, test_frac=test_frac, n_pairs=pairs, progress=sys.stderr.isatty())
+    counts = ', '.join(f'{k} {res[k]}' for k in ('trainA', 'testA', 'trainB', 'testB', 'pairs'))
+    typer.echo(f"synth: {counts} ({res['written']} written, the rest already there) in {res['root']}")
