@@ -95,6 +95,17 @@ def test_no_host_transfer_inside_steps(trained):
     assert not inside, f'device->host transfers on non-logging steps {inside}: {t}'
 
 
+def test_bf16_spmd_two_devices(trained, tmp_path):
+    "bf16 autocast on 2 SPMD devices: same graph discipline, losses within 2% of fp32 on 1 device."
+    r = json.loads(_run('train', tmp_path, CPU_NUM_DEVICES='2', XLA_TEST_SPMD='1', XLA_TEST_BF16='1').read_text())
+    c = {x['step']: x['compiles'] for x in r['per_step']}
+    t = {x['step']: x['transfers'] for x in r['per_step']}
+    assert c[STEPS] == c[2] <= 3, c
+    assert all(t[s] == t[s - 1] for s in range(2, STEPS + 1) if s % LOG_EVERY), t
+    for a, b in zip(r['losses'], trained['losses']):
+        for k in b: assert abs(a[k] - b[k]) <= 0.02 * abs(b[k]), (k, a[k], b[k])
+
+
 def _conv_bias_before_norm(task) -> set:
     "Names of conv biases directly followed by InstanceNorm: mathematically without effect, their gradient is noise."
     names = set()
