@@ -40,18 +40,43 @@ def worker(out):
     torch.save({k: v.clone() for k, v in task.state_dict().items()}, Path(out) / f'rank{rank}.pt')
 
 
+def worker_cyclegan(out):
+    "Tiny CycleGAN with ADA: every rank must hold the same weights and the same augmentation probability."
+    from cyclegan_pws.cyclegan import CycleGAN, run_config
+    rc = run_config('tiny', 'unused', task={'size': 32, 'pool_size': 2, 'augment': 'ada'},
+                    train={'steps': 2, 'batch_size': 4, 'log_every': 1, 'ckpt_every': 2, 'device': 'cpu'})
+    seed_everything(0); task = CycleGAN(rc.task)
+    g = torch.Generator().manual_seed(0)
+    data = [{'A': torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8),
+             'B': torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)} for _ in range(8)]
+    task.ada.interval = 3  # no update within the 2 steps: the accumulators show what each rank counted
+    fit(task, data, rc.train, Path(out) / 'run', progress=False)
+    rank = int(os.environ.get('RANK', '0'))
+    torch.save({k: v.clone() for k, v in task.state_dict().items() if not k.startswith('pool')}, Path(out) / f'rank{rank}.pt')
+
+
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
+def _env():
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
     env.pop('WORLD_SIZE', None); env.pop('RANK', None)
+    return env
+
+
+def _torchrun(out, *args):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+                           '--master_port', str(_free_port()), __file__, str(out), *args], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_two_processes_match_one(tmp_path):
+    env = _env()
     one, two = tmp_path / 'one', tmp_path / 'two'
     r = subprocess.run([sys.executable, __file__, str(one)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-                        '--master_port', str(_free_port()), __file__, str(two)], env=env, capture_output=True, text=True, timeout=300)
+    r = _torchrun(two)
     assert r.returncode == 0, r.stderr[-2000:]
     w1, r0, r1 = (torch.load(p, weights_only=True) for p in (one / 'rank0.pt', two / 'rank0.pt', two / 'rank1.pt'))
     for k in w1:
@@ -61,9 +86,19 @@ def test_two_processes_match_one(tmp_path):
     assert len((two / 'run' / 'log.jsonl').read_text().splitlines()) == 3  # one writer: rank 0
 
 
+def test_cyclegan_ranks_agree(tmp_path):
+    r = _torchrun(tmp_path, 'cyclegan')
+    assert r.returncode == 0, r.stderr[-2000:]
+    r0, r1 = (torch.load(tmp_path / f'rank{i}.pt', weights_only=True) for i in (0, 1))
+    # ADA counted the global batch (2 steps x 2 discriminators x 4 images), not each rank's half of it...
+    assert float(r0['ada.n_imgs']) == 16, float(r0['ada.n_imgs'])
+    # ...so weights and ADA's statistics agree on both ranks
+    for k in r0: assert torch.equal(r0[k], r1[k]), f'{k} differs between ranks'
+
+
 if __name__ == '__main__':
     Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-    worker(sys.argv[1])
+    (worker_cyclegan if sys.argv[2:] == ['cyclegan'] else worker)(sys.argv[1])
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:
         import torch.distributed as dist
         dist.destroy_process_group()
