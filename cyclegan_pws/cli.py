@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd']
+__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -150,3 +150,33 @@ def evaluate_cmd(pred: Path = typer.Option(..., '--pred', help='Folder of transl
                f"SSIM {f('ssim_outside_lesion_mean', '.4f')} | "
                + (f"FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}" if 'fid' in m else f"FID unavailable: {m['fid_unavailable']}"))
     typer.echo(f'report: {Path(out) / "report.html"}')
+
+# %% ../nbs/12_cli.ipynb #bc9f264e
+@app.command()
+def train(data: Path = typer.Option(..., '--data', help='Dataset folder with trainA/ (healthy) and trainB/ (PWS).'),
+          out: Path = typer.Option(..., '--out', help='Run folder: checkpoints, logs, samples.'),
+          preset: str = typer.Option('seed', '--preset', help='seed (the Kaggle budget), paper or tiny (CPU demos).'),
+          size: Optional[int] = typer.Option(None, '--size', help='Image side (64..256; default: the preset\'s).'),
+          steps: Optional[int] = typer.Option(None, '--steps', help='Optimizer steps (instead of --epochs).'),
+          epochs: Optional[int] = typer.Option(None, '--epochs', help='Epochs (instead of --steps).'),
+          batch: Optional[int] = typer.Option(None, '--batch', help='Global batch size.'),
+          device: str = typer.Option('auto', '--device', help='auto, cpu, cuda or xla.'),
+          precision: str = typer.Option('auto', '--precision', help='auto (bf16 where the hardware has it), bf16 or fp32.'),
+          loss: Optional[str] = typer.Option(None, '--loss', help='lsgan, vanilla or hinge.'),
+          augment: Optional[str] = typer.Option(None, '--augment', help='none, diffaug or ada.'),
+          resume: Optional[str] = typer.Option(None, '--resume', help="'auto' or a checkpoint folder."),
+          max_time: Optional[str] = typer.Option(None, '--max-time', help='Stop and save after this long, e.g. 8h30m.'),
+          seed: int = typer.Option(0, '--seed', help='Seed of weights, data order and augmentation.'),
+          log_every: Optional[int] = typer.Option(None, '--log-every', help='Steps between logged losses.'),
+          ckpt_every: Optional[int] = typer.Option(None, '--ckpt-every', help='Steps between checkpoints (a multiple of --log-every).'),
+          workers: int = typer.Option(0, '--workers', help='DataLoader worker processes.'),
+          progress: bool = typer.Option(True, '--progress/--no-progress', help='Show a progress bar.')):
+    "Train the healthy <-> PWS CycleGAN."
+    from cyclegan_pws.cyclegan import run_config, train_cyclegan
+    if steps is not None and epochs is not None: raise UserError('give --steps or --epochs, not both')
+    rc = run_config(preset, str(data), task={'size': size, 'loss': loss, 'augment': augment},
+                    train={'steps': steps, 'epochs': epochs, 'batch_size': batch, 'device': device, 'precision': precision,
+                           'max_time': max_time, 'seed': seed, 'log_every': log_every, 'ckpt_every': ckpt_every,
+                           'num_workers': workers})
+    res = train_cyclegan(rc, out, resume=resume, progress=progress)
+    typer.echo(f"train: {res['status']} at step {res['step']}; checkpoint {res['checkpoint']}")

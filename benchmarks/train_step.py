@@ -1,0 +1,104 @@
+"""Seconds per CycleGAN training iteration on this CPU: the `paper` preset (ResNet-9 ngf64 + PatchGAN), batch 1,
+identity loss on, fp32 vs bf16 autocast and layout variants, measured side by side (variants interleaved step by
+step, so machine noise hits them alike), plus achieved GFLOP/s and how far bf16 losses drift from fp32.
+
+    python benchmarks/train_step.py                       # 256 and 128 px, all variants, 3 timed steps each
+    python benchmarks/train_step.py --sizes 128 --steps 2 --variants fp32,bf16
+
+Columns: s_per_iter (fastest timed step; median_s too), GFLOP/s = FLOPs of one iteration (torch's flop counter)
+/ s_per_iter, loss_diff_step1 = largest relative difference of any loss vs fp32 at the first step (same weights,
+same batch), max_loss_diff = the same over all steps (the runs drift apart once the weights are updated).
+bf16 variants are measured only on CPUs with native bf16 (AMX/AVX512-BF16); elsewhere PyTorch emulates bf16
+convolutions at ~1/300 of the fp32 speed, and `precision='auto'` trains in fp32.
+
+Anchors (REFERENCE.md, quiet machine): the reference implementation 7.8 s/iter at 256 fp32 (2.25 s at 128);
+plain bf16 autocast 3.15 s (1.01 s). Target here: <= 1.9 s at 256, <= 0.55 s at 128.
+"""
+import argparse, json, time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig
+from cyclegan_pws.engine import Runner
+
+VARIANTS = {  # name: (precision, CycleGANConfig overrides)
+    'fp32': ('fp32', {}),
+    'bf16': ('bf16', {}),
+    'bf16_channels_last': ('bf16', {'channels_last': True}),
+    'fp32_channels_last': ('fp32', {'channels_last': True}),
+}
+
+
+def make(size, variant, seed=0):
+    prec, over = VARIANTS[variant]
+    task = CycleGAN(CycleGANConfig(model='paper', size=size, augment='none', **over), seed=seed)
+    return task, Runner('cpu', prec)
+
+
+def batches(size, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{k: torch.randint(0, 256, (1, 3, size, size), generator=g, dtype=torch.uint8) for k in 'AB'} for _ in range(n)]
+
+
+def step_flops(size) -> float:
+    "FLOPs of one training iteration (2 G + 2 D, forward and backward, identity on), from torch's flop counter."
+    task, run = make(size, 'fp32')
+    with FlopCounterMode(display=False) as fc: task.step(batches(size, 1)[0], run)
+    return fc.get_total_flops()
+
+
+def bench(size, variants, steps, warmup=1):
+    tasks = {v: make(size, v) for v in variants}
+    data = batches(size, warmup + steps)
+    times = {v: [] for v in variants}
+    losses = {v: [] for v in variants}
+    for i, b in enumerate(data):
+        for v in variants:  # interleaved: each variant sees the same batches and the same machine load
+            task, run = tasks[v]
+            torch.manual_seed(i)  # the pool's random draws are the same for every variant
+            t = time.perf_counter(); out = task.step(b, run); dt = time.perf_counter() - t
+            losses[v].append({k: float(x) for k, x in out.items()})
+            if i >= warmup: times[v].append(dt)
+    return times, losses
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--sizes', default='256,128')
+    ap.add_argument('--steps', type=int, default=3)
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # without AMX/AVX512-BF16, bf16 convs are emulated (~300x slower than fp32): measuring them is pointless
+    default = 'fp32,bf16,bf16_channels_last' if native_bf16 else 'fp32,fp32_channels_last'
+    ap.add_argument('--variants', default=default)
+    ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--json', default=None, help='also write the results here')
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as the engine does on CPU (denormal Adam moments slow later steps ~5x)
+    variants = a.variants.split(',')
+    rows = []
+    for size in map(int, a.sizes.split(',')):
+        flops = step_flops(size)
+        times, losses = bench(size, variants, a.steps)
+        base = min(times[variants[0]])
+        for v in variants:
+            s = min(times[v])  # the least disturbed step: the machine is shared
+            rel = lambda lv, lf: max(abs(lv[k] - lf[k]) / max(abs(lf[k]), 1e-8) for k in lf)
+            first = rel(losses[v][0], losses['fp32'][0]) if 'fp32' in losses else None  # same weights, same batch
+            drift = max(rel(lv, lf) for lv, lf in zip(losses[v], losses['fp32'])) if 'fp32' in losses else None
+            rows.append({'size': size, 'variant': v, 's_per_iter': round(s, 3), 'median_s': round(sorted(times[v])[len(times[v]) // 2], 3),
+                         'speedup_vs_' + variants[0]: round(base / s, 2), 'gflop_per_iter': round(flops / 1e9, 1),
+                         'gflops': round(flops / 1e9 / s, 1), 'loss_diff_step1': None if first is None else round(first, 5),
+                         'max_loss_diff': None if drift is None else round(drift, 4)})
+    cols = list(rows[0])
+    print(' | '.join(f'{c:>14}' for c in cols))
+    for r in rows: print(' | '.join(f'{str(r[c]):>14}' for c in cols))
+    res = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'steps': a.steps, 'cpu': torch.backends.cpu.get_cpu_capability(),
+           'native_bf16': native_bf16, 'rows': rows}
+    print(json.dumps(res))
+    if a.json: open(a.json, 'w').write(json.dumps(res, indent=2))
+
+
+if __name__ == '__main__':
+    main()
