@@ -14,7 +14,7 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'models_cmd', 'prepare', 'synth', 'train']
+__all__ = ['app', 'main', 'models_cmd', 'prepare', 'synth', 'train', 'scrape_cmd', 'download_cmd', 'evaluate_cmd']
 
 # %% ../nbs/12_cli.ipynb #17f5e968
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -113,3 +113,70 @@ def train(data: Path = typer.Option(..., '--data', help='Dataset folder with tra
                            'num_workers': workers})
     res = train_cyclegan(rc, out, resume=resume, progress=progress)
     typer.echo(f"train: {res['status']} at step {res['step']}; checkpoint {res['checkpoint']}")
+
+# %% ../nbs/12_cli.ipynb #98d407ed
+import logging
+
+class _EchoHandler(logging.Handler):
+    "Progress lines to the current stderr (found at each call, so test runners can capture them)."
+    def emit(self, record): typer.echo(self.format(record), err=True)
+
+def _scrape_setup(max_mb: float, phash_distance: int, min_side: int, timeout: float):
+    "Logging to stderr and the download limits shared by `scrape` and `download`."
+    from cyclegan_pws.scrape import DownloadConfig
+    lg = logging.getLogger('cyclegan_pws')
+    if not any(isinstance(h, _EchoHandler) for h in lg.handlers): lg.addHandler(_EchoHandler())
+    lg.setLevel(logging.INFO)
+    return DownloadConfig(max_bytes=int(max_mb * 2**20), phash_distance=phash_distance, min_side=min_side,
+                          read_timeout=timeout)
+
+def _report(counts, out: Path):
+    typer.echo(' '.join(f'{k}={counts.get(k, 0)}' for k in ('ok', 'duplicate', 'skipped', 'error', 'resumed'))
+               + f' -> {out} (manifest: {out / "manifest.jsonl"})')
+
+_MAX_MB = typer.Option(25.0, help='Refuse images larger than this many MB.')
+_PHASH = typer.Option(8, help='Photos within this many pHash bits (of 64) of a kept one are duplicates.')
+_MIN_SIDE = typer.Option(128, help='Skip images whose shorter side is below this many pixels.')
+_TIMEOUT = typer.Option(30.0, help='Read timeout per download, seconds.')
+_RETRY = typer.Option(False, '--retry-errors', help='Try URLs that failed in an earlier run again.')
+
+@app.command('scrape')
+def scrape_cmd(out: Path = typer.Option(..., '--out', help='Folder for the photos and manifest.jsonl.'),
+               query: Optional[list[str]] = typer.Option(None, '--query', '-q',
+                   help="Google Images query (repeatable); default: the seed's five PWS queries."),
+               max_pages: int = typer.Option(2, help='Result pages (~100 images, 1 SerpApi search each) per query.'),
+               max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE,
+               timeout: float = _TIMEOUT, retry_errors: bool = _RETRY):
+    "Search Google Images via SerpApi (key in SERPAPI_API_KEY) and download the photos, resumably."
+    from cyclegan_pws.scrape import scrape, SEED_QUERIES
+    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout)
+    _report(scrape(out, query or SEED_QUERIES, max_pages=max_pages, cfg=cfg, retry_errors=retry_errors), out)
+
+@app.command('download')
+def download_cmd(urls: Path = typer.Option(..., '--urls', help='A file of URLs (one per line) or a manifest.jsonl.'),
+                 out: Path = typer.Option(..., '--out', help='Folder for the photos and manifest.jsonl.'),
+                 max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE,
+                 timeout: float = _TIMEOUT, retry_errors: bool = _RETRY):
+    "Download photos from a URL list or a previous manifest (rebuilds a scraped dataset), resumably."
+    from cyclegan_pws.scrape import download_urls
+    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout)
+    _report(download_urls(urls, out, cfg=cfg, retry_errors=retry_errors), out)
+
+# %% ../nbs/12_cli.ipynb #73de8a21
+@app.command('evaluate')
+def evaluate_cmd(pred: Path = typer.Option(..., '--pred', help='Folder of translated (predicted) images.'),
+                 orig: Path = typer.Option(..., '--orig', help='Folder of the stained input images, same file names.'),
+                 clean: Optional[Path] = typer.Option(None, '--clean', help='Folder of clean ground-truth faces (synthetic data).'),
+                 mask: Optional[Path] = typer.Option(None, '--mask', help='Folder of lesion masks (0/255 PNG); else estimated from redness.'),
+                 real: Optional[Path] = typer.Option(None, '--real', help='Healthy faces for FID/KID when there is no --clean (e.g. testA).'),
+                 out: Path = typer.Option(Path('report'), '--out', help='Report folder: metrics.json, per_image.csv, grid.png, report.html.'),
+                 fid: bool = typer.Option(True, '--fid/--no-fid', help='Compute FID/KID (InceptionV3 needs torch-fidelity and its weights).')):
+    "Measure lesion clearance, identity outside the lesion and FID/KID of translated faces; write an HTML report."
+    from cyclegan_pws.evaluate import evaluate_folder
+    m = evaluate_folder(pred, orig, clean_dir=clean, mask_dir=mask, out=out, real_dir=real, fid=fid)
+    f = lambda k, fmt: '–' if m.get(k) is None else format(m[k], fmt)
+    typer.echo(f"{m['n_images']} images | clearance {f('clearance_pct_mean', '.1f')}% mean, "
+               f"{f('clearance_pct_median', '.1f')}% median | outside the lesion: PSNR {f('psnr_outside_lesion_db_mean', '.2f')} dB, "
+               f"SSIM {f('ssim_outside_lesion_mean', '.4f')} | "
+               + (f"FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}" if 'fid' in m else f"FID unavailable: {m['fid_unavailable']}"))
+    typer.echo(f'report: {Path(out) / "report.html"}')

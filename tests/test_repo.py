@@ -29,3 +29,15 @@ def test_every_notebook_exports_a_module():
         name = nb.stem.split('_', 1)[1]
         assert f'#| default_exp {name}' in nb.read_text(), f'{nb.name} should export cyclegan_pws/{name}.py'
         assert (ROOT / 'cyclegan_pws' / f'{name}.py').exists(), nb.name
+
+
+def test_exported_modules_have_no_undefined_names():
+    "A name defined only in a notebook's test cell works in nbdev_test but breaks the exported module."
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+    import io
+    for py in sorted((ROOT / 'cyclegan_pws').glob('*.py')):
+        out = io.StringIO()
+        check(py.read_text(), str(py), Reporter(out, out))
+        undefined = [l for l in out.getvalue().splitlines() if 'undefined name' in l]
+        assert not undefined, '\n'.join(undefined)
