@@ -1,5 +1,5 @@
 "Translate and export a real (tiny, 32 px, 2-step) CycleGAN run: any image size, bad inputs, ONNX/TorchScript parity, model card, CLI."
-import contextlib, io, json, shutil, warnings
+import contextlib, io, json, shutil
 from pathlib import Path
 
 import numpy as np
