@@ -14,7 +14,8 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train']
+__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
+           'translate_cmd', 'export_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -180,3 +181,29 @@ def train(data: Path = typer.Option(..., '--data', help='Dataset folder with tra
                            'num_workers': workers})
     res = train_cyclegan(rc, out, resume=resume, progress=progress)
     typer.echo(f"train: {res['status']} at step {res['step']}; checkpoint {res['checkpoint']}")
+
+# %% ../nbs/12_cli.ipynb #354627f6
+@app.command('translate')
+def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),
+                  inp: Path = typer.Option(..., '--in', help='Folder of images to translate.'),
+                  out: Path = typer.Option(..., '--out', help='Folder for the translated <stem>.png files.'),
+                  direction: str = typer.Option('B2A', '--direction', help='B2A (PWS -> healthy) or A2B (healthy -> PWS).'),
+                  batch_size: int = typer.Option(8, '--batch-size', min=1, help='Images per forward pass.'),
+                  device: str = typer.Option('auto', '--device', help='auto, cpu, cuda or xla.')):
+    "Translate a folder of face photos with a trained run's generator."
+    from cyclegan_pws.evaluate import translate_folder
+    r = translate_folder(checkpoint, inp, out, direction=direction, batch_size=batch_size, device=device,
+                         progress=sys.stderr.isatty())
+    typer.echo(f"translate {r['direction']}: {r['translated']} images ({r['resized']} restored from {r['size']} px), "
+               f"{r['skipped']} unreadable skipped -> {r['out']}")
+
+@app.command('export')
+def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),
+               out: Path = typer.Option(..., '--out', help='Folder for the exported generators and model_card.json.')):
+    "Export both generators as safetensors, TorchScript and ONNX (checked with ONNX Runtime), with a model card."
+    from cyclegan_pws.evaluate import export_generators
+    card = export_generators(checkpoint, out)
+    diff = max(card['checks'][d]['onnxruntime_max_abs_diff'] for d in ('A2B', 'B2A'))
+    mb = sum(f['bytes'] for f in card['files'].values()) / 2**20
+    typer.echo(f"export: {len(card['files'])} files ({mb:.1f} MB), ONNX Runtime vs PyTorch max abs diff {diff:.1e} "
+               f"-> {Path(out) / 'model_card.json'}")

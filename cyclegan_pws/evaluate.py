@@ -20,8 +20,10 @@ from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, 
                                   estimate_lesion_mask, face_ellipse, surround_mask, dilate, fid_kid)
 
 # %% auto #0
-__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'match_files', 'image_metrics', 'summarise', 'make_grid',
-           'pick_spread', 'render_html', 'evaluate_folder']
+__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'DIRECTIONS', 'match_files', 'image_metrics', 'summarise',
+           'make_grid', 'pick_spread', 'render_html', 'evaluate_folder', 'resolve_checkpoint', 'checkpoint_config',
+           'read_weights', 'load_generator', 'restore_size', 'translate_batch', 'translate_folder', 'ExportError',
+           'export_generators']
 
 # %% ../nbs/11_evaluate.ipynb #4f743ce0
 def _by_stem(folder) -> dict[str, Path]:
@@ -281,3 +283,190 @@ def _write_report(out: Path, summary: dict, rows: list[dict], grid) -> None:
     atomic_write_text(out / 'per_image.csv', buf.getvalue())
     if grid is not None: save_image(grid, out / 'grid.png')
     atomic_write_text(out / 'report.html', render_html(summary, clean_rows, grid))
+
+# %% ../nbs/11_evaluate.ipynb #bfb7ad01
+import re, warnings
+from torch import nn
+import torch.nn.functional as F
+from .engine import CheckpointError
+from .io import sha256_file, atomic_path
+from .data import to_float, to_uint8
+from .io import IMAGE_EXTS
+from .models import build_generator
+
+# %% ../nbs/11_evaluate.ipynb #e03e7e17
+DIRECTIONS = {'A2B': 'G_AB', 'B2A': 'G_BA'}  # healthy -> PWS, PWS -> healthy
+
+def _weights_problem(ck) -> Optional[str]:
+    "Why checkpoint folder `ck`'s weights cannot be used (one line, with the fix), or None when they verify."
+    ck = Path(ck); f = ck / 'weights.safetensors'
+    try: want = json.loads((ck / 'meta.json').read_text())['sha256']['weights.safetensors']
+    except (OSError, ValueError, KeyError): return f'{ck}: incomplete checkpoint (no readable meta.json, interrupted while saving); use another one'
+    if not f.exists() or sha256_file(f) != want:
+        return f'{f}: missing or damaged (checksum mismatch); use another checkpoint or re-download the run'
+    return None
+
+def resolve_checkpoint(run_or_checkpoint) -> Path:
+    "The checkpoint folder `run_or_checkpoint` names: itself, or under a run folder the newest one whose weights verify."
+    p = Path(run_or_checkpoint)
+    if not p.exists(): raise MissingInput(f'{p}: no such run folder or checkpoint; pass the --out folder of `cyclegan-pws train`')
+    if re.fullmatch(r'step_\d{8}', p.name) or (p / 'meta.json').exists():
+        if (why := _weights_problem(p)): raise CheckpointError(why)
+        return p
+    # Only the weights matter here: unlike `engine.find_checkpoint`, the optimizer/RNG state is neither needed nor read.
+    cands = sorted((c for c in p.rglob('step_*') if c.is_dir() and re.fullmatch(r'step_\d{8}', c.name)),
+                   key=lambda c: (int(c.name[5:]), str(c)), reverse=True)
+    for ck in cands:
+        if (why := _weights_problem(ck)) is None: return ck
+        warnings.warn(f'skipping checkpoint: {why}')
+    raise CheckpointError(f'{p}: no usable checkpoint (checkpoints/step_*/ with meta.json) in it; train first or pass another run')
+
+def checkpoint_config(ck) -> dict:
+    "The run's `config.json` (as `RunConfig.to_dict()` wrote it) for checkpoint folder `ck` (RUN/checkpoints/step_*)."
+    ck = Path(ck)
+    for folder in [ck, *list(ck.parents)[:2]]:
+        if (folder / 'config.json').exists():
+            try: return json.loads((folder / 'config.json').read_text())
+            except ValueError as e: raise CheckpointError(f'{folder}/config.json: not JSON ({e}); restore it from the training run') from None
+    raise CheckpointError(f'{ck}: no config.json beside it or in its run folder; copy the run\'s config.json next to checkpoints/')
+
+def read_weights(ck) -> dict[str, Tensor]:
+    "The verified network weights of checkpoint folder `ck`, read from safetensors only (no pickle)."
+    from safetensors.torch import load_file
+    if (why := _weights_problem(ck)): raise CheckpointError(why)
+    return load_file(str(Path(ck) / 'weights.safetensors'))
+
+# %% ../nbs/11_evaluate.ipynb #535e049b
+def load_generator(run_or_checkpoint, direction: str = 'B2A') -> tuple[nn.Module, int]:
+    "The `direction` generator ('B2A': PWS -> healthy, 'A2B') of a run folder or checkpoint, in eval mode, and its image size."
+    from cyclegan_pws.cyclegan import CycleGANConfig
+    if direction not in DIRECTIONS: raise UserError(f'direction {direction!r} unknown; use B2A (PWS -> healthy) or A2B')
+    ck = resolve_checkpoint(run_or_checkpoint)
+    try: task = CycleGANConfig(**checkpoint_config(ck)['task'])
+    except (KeyError, TypeError) as e: raise CheckpointError(f'{ck}: config.json has no usable task section ({e}); restore the run\'s config.json') from None
+    prefix = DIRECTIONS[direction] + '.'
+    state = {k[len(prefix):]: v for k, v in read_weights(ck).items() if k.startswith(prefix)}
+    net = build_generator(task.model_config)
+    try: net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f'{ck}: weights do not fit the saved config ({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); '
+                              f'restore the run\'s own config.json') from None
+    return net.eval(), task.size
+
+# %% ../nbs/11_evaluate.ipynb #438deeb4
+def _to_model(x: Tensor, size: int) -> Tensor:
+    "uint8 (3,H,W) -> float (3,size,size) in [-1, 1], area-averaged (antialiased) when shrinking."
+    x = to_float(x)
+    if x.shape[-2:] == (size, size): return x
+    return F.interpolate(x[None], size=(size, size), mode='bilinear', antialias=True, align_corners=False)[0].clamp(-1, 1)
+
+def restore_size(orig: Tensor, small_in: Tensor, small_out: Tensor) -> Tensor:
+    "uint8 (3,H,W): the original `orig` plus the generator's residual `small_out - small_in`, upsampled to (H,W)."
+    if small_in.shape[-2:] == orig.shape[-2:]: return to_uint8(small_out)
+    res = F.interpolate((small_out - small_in)[None].float(), size=orig.shape[-2:], mode='bilinear', align_corners=False)[0]
+    return to_uint8(to_float(orig) + res)
+
+@torch.no_grad()
+def translate_batch(net: nn.Module, images: list[Tensor], size: int, device='cpu') -> list[Tensor]:
+    "Translate uint8 (3,H,W) images of any sizes with `net` (trained at `size`); uint8 outputs at the input sizes."
+    small = torch.stack([_to_model(x, size) for x in images])
+    out = net(small.to(device)).float().cpu()
+    return [restore_size(x, s, o) for x, s, o in zip(images, small, out)]
+
+# %% ../nbs/11_evaluate.ipynb #e448bc7b
+def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: int = 8, device='cpu',
+                     progress: bool = False) -> dict:
+    "Translate every image of `inp` with a run's generator into `out/<stem>.png`; returns counts."
+    from cyclegan_pws.engine import pick_device
+    if batch_size < 1: raise UserError(f'batch_size={batch_size}: use 1 or more')
+    files = list(_by_stem(inp).values())  # one output per stem: a.jpg and a.png would overwrite each other
+    net, size = load_generator(checkpoint, direction)
+    dev = pick_device(device); net.to(dev)
+    out = Path(out); n_ok = n_resized = 0; skipped = []
+    def flush(batch):
+        nonlocal n_ok, n_resized
+        for (p, x), y in zip(batch, translate_batch(net, [x for _, x in batch], size, dev)):
+            save_image(Image.fromarray(y.permute(1, 2, 0).numpy()), out / f'{p.stem}.png')
+            n_ok += 1; n_resized += x.shape[-2:] != (size, size)
+    batch = []
+    it = files
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+        it = progress_bar(files)
+    for p in it:
+        try: im = read_image(p)
+        except UserError as e:
+            warnings.warn(f'skipping {e}'); skipped.append(p.name); continue
+        batch.append((p, torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)))
+        if len(batch) == batch_size: flush(batch); batch = []
+    if batch: flush(batch)
+    return {'translated': n_ok, 'resized': n_resized, 'skipped': len(skipped), 'skipped_files': skipped,
+            'direction': direction, 'size': size, 'out': str(out)}
+
+# %% ../nbs/11_evaluate.ipynb #00daef26
+class ExportError(UserError):
+    "An export whose files do not reproduce the PyTorch model."
+
+def _data_counts(root) -> Optional[dict]:
+    "Images per split of the dataset a run trained on, when that folder is still there."
+    if not root: return None
+    root = Path(root)
+    counts = {s: sum(1 for p in (root / s).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+              for s in ('trainA', 'trainB', 'testA', 'testB') if (root / s).is_dir()}
+    return counts or None
+
+def _export_onnx(net, x, path, opset):
+    import onnx
+    with atomic_path(path) as t, warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the classic exporter's deprecation notice
+        torch.onnx.export(net, (x,), str(t), opset_version=opset, input_names=['image'], output_names=['translated'],
+                          dynamic_axes={'image': {0: 'batch'}, 'translated': {0: 'batch'}}, dynamo=False)
+        onnx.checker.check_model(str(t))
+
+def _ort_run(path, x: Tensor) -> Tensor:
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return torch.from_numpy(sess.run(None, {'image': x.numpy()})[0])
+
+def export_generators(checkpoint, out, opset: int = 17, atol: float = 1e-3) -> dict:
+    "Write both generators of a run as safetensors, TorchScript and ONNX (checked against PyTorch) plus `model_card.json`."
+    from safetensors.torch import save_file
+    try: import onnx, onnxruntime
+    except ImportError: raise UserError('export needs onnx and onnxruntime; pip install "cyclegan-pws[export]"') from None
+    ck = resolve_checkpoint(checkpoint); cfg = checkpoint_config(ck); run_dir = ck.parent.parent
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    files, checks = [], {}
+    for direction, name in DIRECTIONS.items():
+        net, size = load_generator(ck, direction)
+        g = torch.Generator().manual_seed(0)
+        x1, x2 = torch.rand(1, 3, size, size, generator=g) * 2 - 1, torch.rand(2, 3, size, size, generator=g) * 2 - 1
+        with torch.no_grad(): ref = net(x2)
+        stem = f'generator_{direction}'
+        with atomic_path(out / f'{stem}.safetensors') as t:
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(t), metadata={'direction': direction, 'size': str(size)})
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # InstanceNorm's shape checks become constants: right for a fixed-size model
+            ts = torch.jit.trace(net, x1, check_trace=False)  # checked below, on another batch size
+        with atomic_path(out / f'{stem}.torchscript.pt') as t: ts.save(str(t))
+        _export_onnx(net, x1, out / f'{stem}.onnx', opset)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            ts_diff = (torch.jit.load(str(out / f'{stem}.torchscript.pt'))(x2) - ref).abs().max().item()
+        ort_diff = (_ort_run(out / f'{stem}.onnx', x2) - ref).abs().max().item()
+        checks[direction] = {'onnxruntime_max_abs_diff': ort_diff, 'torchscript_max_abs_diff': ts_diff}
+        for what, d in [('ONNX Runtime', ort_diff), ('TorchScript', ts_diff)]:
+            if not d <= atol: raise ExportError(f'{out / stem}: {what} output differs from PyTorch by {d:.2e} > {atol}; report this with the run config')
+        files += [f'{stem}.safetensors', f'{stem}.torchscript.pt', f'{stem}.onnx']
+    metrics = run_dir / 'metrics.json'
+    card = {'model': 'cyclegan-pws CycleGAN generators', 'cyclegan_pws_version': cyclegan_pws.__version__,
+            'torch_version': torch.__version__, 'onnx_version': onnx.__version__, 'onnxruntime_version': onnxruntime.__version__,
+            'directions': {'A2B': 'healthy -> port-wine stain (G_AB)', 'B2A': 'port-wine stain -> healthy (G_BA)'},
+            'input': {'name': 'image', 'shape': ['batch', 3, size, size], 'dtype': 'float32', 'range': [-1, 1],
+                      'layout': 'NCHW, RGB', 'preprocess': 'uint8 / 127.5 - 1', 'postprocess': '(y + 1) * 127.5, clamp, round'},
+            'onnx_opset': opset, 'checkpoint': str(ck), 'step': json.loads((ck / 'meta.json').read_text())['step'],
+            'config': cfg, 'data_counts': _data_counts(cfg.get('data', {}).get('root', '')) if cfg.get('data') else None,
+            'metrics': json.loads(metrics.read_text()) if metrics.exists() else None,
+            'checks': {'atol': atol, 'input': 'seeded uniform [-1, 1], batch 2', **checks},
+            'files': {f: {'bytes': (out / f).stat().st_size, 'sha256': sha256_file(out / f)} for f in files}}
+    atomic_write_json(out / 'model_card.json', card)
+    return card
