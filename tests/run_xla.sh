@@ -9,7 +9,7 @@ VENV=${XLA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cyclegan-pws/venv-xla}
 mkdir -p "$(dirname "$VENV")"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 if ! "$VENV/bin/python" -c "import torch_xla" 2>/dev/null; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.9.0 torch-xla==2.9.0
+  "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.9.0 torch-xla==2.9.0 2>&1 | grep -v -e "^WARNING: Location" || true
 fi
 # the package and its runtime deps; torch 2.9 already satisfies torch>=2.4, so pip keeps it
 "$VENV/bin/pip" install -q --disable-pip-version-check -e . pytest 2>&1 | grep -v -e '^WARNING: Location' || true
