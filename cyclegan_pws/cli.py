@@ -14,8 +14,8 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
-           'translate_cmd', 'export_cmd']
+__all__ = ['app', 'kaggle_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
+           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -207,3 +207,60 @@ def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run fo
     mb = sum(f['bytes'] for f in card['files'].values()) / 2**20
     typer.echo(f"export: {len(card['files'])} files ({mb:.1f} MB), ONNX Runtime vs PyTorch max abs diff {diff:.1e} "
                f"-> {Path(out) / 'model_card.json'}")
+
+# %% ../nbs/12_cli.ipynb #56f0e7e4
+kaggle_app = typer.Typer(no_args_is_help=True, help='Train on Kaggle: build, push, follow and fetch the TPU kernel.')
+app.add_typer(kaggle_app, name='kaggle')
+
+_K_SLUG = typer.Option('cyclegan-pws-train', '--slug', help='Kernel slug (also its title).')
+_K_HEALTHY = typer.Option('ashwingupta3012/human-faces', '--healthy-dataset', help='Kaggle dataset of healthy face photos (owner/slug).')
+_K_PWS = typer.Option(None, '--pws-dataset', help='Your Kaggle dataset of PWS photos or crops (owner/slug).')
+_K_DATASETS = typer.Option(None, '--dataset', help='Another dataset to attach (repeatable): a prepared trainA/trainB dataset or a wheel.')
+_K_RESUME = typer.Option(None, '--resume-from', help="Continue from this kernel's latest output (owner/slug), via kernel_sources.")
+_K_PRESET = typer.Option('seed', '--preset', help='Model preset the kernel trains: seed, paper or tiny.')
+_K_SIZE = typer.Option(256, '--size', help='Image side in pixels.')
+
+@kaggle_app.command('build')
+def kaggle_build(out: Path = typer.Option(Path('kaggle_kernel'), '--out', help='Folder for the notebook and kernel-metadata.json.'),
+                 user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name in the metadata (default: a placeholder).'),
+                 slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
+                 dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
+                 preset: str = _K_PRESET, size: int = _K_SIZE,
+                 check: bool = typer.Option(False, '--check', help='Only check that OUT matches what build would write.')):
+    "Generate the Kaggle kernel (notebook + kernel-metadata.json) from the library."
+    from cyclegan_pws.kaggle import build_kernel, check_kernel
+    kw = dict(user=user, slug=slug, healthy=healthy_dataset, pws=pws_dataset, datasets=dataset or (),
+              resume_from=resume_from, preset=preset, size=size)
+    if check:
+        bad = check_kernel(out, **kw)
+        if bad: raise UserError(f'{out}: {", ".join(bad)} differ from the generator; run cyclegan-pws kaggle build')
+        typer.echo(f'{out}: in sync'); return
+    typer.echo(f'kaggle build: wrote {build_kernel(out, **kw)}')
+
+@kaggle_app.command('push')
+def kaggle_push(user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name (default: from the Kaggle CLI credentials).'),
+                slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
+                dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
+                preset: str = _K_PRESET, size: int = _K_SIZE,
+                keep: Optional[Path] = typer.Option(None, '--keep', help='Build into this folder (kept) instead of a temporary one.')):
+    "Build the kernel for your account and push it (kaggle kernels push) to run on a TPU v5e-8."
+    from cyclegan_pws.kaggle import push
+    r = push(user=user, slug=slug, resume_from=resume_from, healthy=healthy_dataset, pws=pws_dataset,
+             datasets=dataset or (), folder=keep, preset=preset, size=size)
+    srcs = r['metadata']['dataset_sources'] + r['metadata']['kernel_sources']
+    typer.echo(f"kaggle push: {r['ref']} on {r['metadata']['machine_shape']} with {', '.join(srcs) or 'no inputs'} -> {r['url']}")
+
+@kaggle_app.command('status')
+def kaggle_status(ref: str = typer.Argument(..., help='Kernel reference owner/slug.')):
+    "Print the state of a kernel's latest run."
+    from cyclegan_pws.kaggle import status
+    r = status(ref)
+    typer.echo(f"{r['ref']}: {r['status']}")
+
+@kaggle_app.command('output')
+def kaggle_output(ref: str = typer.Argument(..., help='Kernel reference owner/slug.'),
+                  dest: Path = typer.Option(Path('kaggle_output'), '--dest', help='Folder to download into.')):
+    "Download the output of a kernel's latest run (checkpoints, samples, report, exported generators)."
+    from cyclegan_pws.kaggle import output
+    r = output(ref, dest)
+    typer.echo(f"kaggle output: {len(r['files'])} files from {r['ref']} -> {r['dest']}")

@@ -456,7 +456,8 @@ def fit(task: Task, dataset, cfg: TrainConfig, out, run_config: Optional[dict] =
     bar = None
     if progress and run.is_main:
         from fastprogress.fastprogress import progress_bar
-        bar = progress_bar(range(total)); bar.update(step)
+        bar = progress_bar(range(total)); bar.update(0)  # fastprogress needs its start at 0 before a resumed step
+        if step: bar.update(step)
 
     def save(step):
         nonlocal last_ck
