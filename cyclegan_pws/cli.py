@@ -15,7 +15,7 @@ from .io import UserError
 
 # %% auto #0
 __all__ = ['app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
-           'translate_cmd', 'export_cmd']
+           'translate_cmd', 'export_cmd', 'app_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -207,3 +207,18 @@ def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run fo
     mb = sum(f['bytes'] for f in card['files'].values()) / 2**20
     typer.echo(f"export: {len(card['files'])} files ({mb:.1f} MB), ONNX Runtime vs PyTorch max abs diff {diff:.1e} "
                f"-> {Path(out) / 'model_card.json'}")
+
+# %% ../nbs/12_cli.ipynb #297e53c3
+_EXPOSED = ('WARNING: --host {host} is not a loopback address: anyone who can reach this computer on port {port} can '
+            'upload photos to the app and see its results. Patient photos are health data; use the default '
+            '--host 127.0.0.1 unless this network is private and you mean it.')
+
+@app.command('app')
+def app_cmd(checkpoint: Optional[Path] = typer.Option(None, '--checkpoint', help='CycleGAN run folder (newest valid checkpoint) or a checkpoint folder.'),
+            treatment: Optional[Path] = typer.Option(None, '--treatment', help='Treatment run folder: adds the predicted look after 1/5/10 sessions.'),
+            host: str = typer.Option('127.0.0.1', '--host', help='Address to serve on (loopback: only this computer).'),
+            port: int = typer.Option(7860, '--port', min=1, max=65535, help='Port to serve on.')):
+    "Serve the local before/after web app (Gradio) on http://HOST:PORT until Ctrl-C; nothing is stored."
+    from cyclegan_pws.app import is_loopback, launch
+    if not is_loopback(host): typer.echo(_EXPOSED.format(host=host, port=port), err=True)
+    launch(checkpoint, treatment, host=host, port=port)
