@@ -3,7 +3,7 @@
 Needs Debian's `chromium` (`apt-get install -y chromium`) and the `playwright` Python package; Playwright's own
 browser download is never used. Skipped, with the reason, when either is missing.
 """
-import base64, contextlib, io, math, os, re, shutil, socket
+import base64, contextlib, io, os, re, shutil, socket
 from pathlib import Path
 
 import numpy as np
