@@ -15,7 +15,7 @@ from .io import UserError
 
 # %% auto #0
 __all__ = ['app', 'kaggle_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
-           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output']
+           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output', 'app_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -264,3 +264,18 @@ def kaggle_output(ref: str = typer.Argument(..., help='Kernel reference owner/sl
     from cyclegan_pws.kaggle import output
     r = output(ref, dest)
     typer.echo(f"kaggle output: {len(r['files'])} files from {r['ref']} -> {r['dest']}")
+
+# %% ../nbs/12_cli.ipynb #297e53c3
+_EXPOSED = ('WARNING: --host {host} is not a loopback address: anyone who can reach this computer on port {port} can '
+            'upload photos to the app and see its results. Patient photos are health data; use the default '
+            '--host 127.0.0.1 unless this network is private and you mean it.')
+
+@app.command('app')
+def app_cmd(checkpoint: Optional[Path] = typer.Option(None, '--checkpoint', help='CycleGAN run folder (newest valid checkpoint) or a checkpoint folder.'),
+            treatment: Optional[Path] = typer.Option(None, '--treatment', help='Treatment run folder: adds the predicted look after 1/5/10 sessions.'),
+            host: str = typer.Option('127.0.0.1', '--host', help='Address to serve on (loopback: only this computer).'),
+            port: int = typer.Option(7860, '--port', min=1, max=65535, help='Port to serve on.')):
+    "Serve the local before/after web app (Gradio) on http://HOST:PORT until Ctrl-C; nothing is stored."
+    from cyclegan_pws.app import is_loopback, launch
+    if not is_loopback(host): typer.echo(_EXPOSED.format(host=host, port=port), err=True)
+    launch(checkpoint, treatment, host=host, port=port)
