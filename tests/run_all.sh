@@ -17,6 +17,12 @@ fi
 python -m pip install -q --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}" -e ".[dev]" 2>&1 \
   | grep -v -e '^WARNING: Location' -e 'Running pip as the' || true
 python -c "import torch, cyclegan_pws; print('torch', torch.__version__, '| cyclegan_pws', cyclegan_pws.__version__)"
+# The app's browser test drives Debian's Chromium through Playwright (never `playwright install`).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the browser test will be skipped" >&2
+fi
 
 # 2. Source of truth: exporting and cleaning the notebooks must change nothing, README must match index.ipynb.
 snapshot() { find nbs cyclegan_pws -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 sha1sum; }
