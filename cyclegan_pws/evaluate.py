@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_evaluate.ipynb #39aee405
 from __future__ import annotations
-import base64, csv, html, io as _pyio, json, math
+import base64, csv, html, importlib.metadata, io as _pyio, json, math
 from pathlib import Path
 from typing import Optional
 
@@ -424,11 +424,17 @@ def _ort_run(path, x: Tensor) -> Tensor:
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     return torch.from_numpy(sess.run(None, {'image': x.numpy()})[0])
 
-def export_generators(checkpoint, out, opset: int = 17, atol: float = 1e-3) -> dict:
-    "Write both generators of a run as safetensors, TorchScript and ONNX (checked against PyTorch) plus `model_card.json`."
-    from safetensors.torch import save_file
+def _onnx_available() -> bool:
     try: import onnx, onnxruntime
-    except ImportError: raise UserError('export needs onnx and onnxruntime; pip install "cyclegan-pws[export]"') from None
+    except ImportError: return False
+    return True
+
+def export_generators(checkpoint, out, opset: int = 17, atol: float = 1e-3, onnx: Optional[bool] = None) -> dict:
+    """Write both generators of a run as safetensors, TorchScript and ONNX (checked against PyTorch) plus `model_card.json`.
+    `onnx=None` writes ONNX when onnx and onnxruntime are installed, `True` insists on it, `False` skips it."""
+    from safetensors.torch import save_file
+    if onnx is None: onnx = _onnx_available()
+    elif onnx and not _onnx_available(): raise UserError('ONNX export needs onnx and onnxruntime; pip install "cyclegan-pws[export]"')
     ck = resolve_checkpoint(checkpoint); cfg = checkpoint_config(ck); run_dir = ck.parent.parent
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files, checks = [], {}
@@ -444,18 +450,22 @@ def export_generators(checkpoint, out, opset: int = 17, atol: float = 1e-3) -> d
             warnings.simplefilter('ignore')  # InstanceNorm's shape checks become constants: right for a fixed-size model
             ts = torch.jit.trace(net, x1, check_trace=False)  # checked below, on another batch size
         with atomic_path(out / f'{stem}.torchscript.pt') as t: ts.save(str(t))
-        _export_onnx(net, x1, out / f'{stem}.onnx', opset)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
-            ts_diff = (torch.jit.load(str(out / f'{stem}.torchscript.pt'))(x2) - ref).abs().max().item()
-        ort_diff = (_ort_run(out / f'{stem}.onnx', x2) - ref).abs().max().item()
-        checks[direction] = {'onnxruntime_max_abs_diff': ort_diff, 'torchscript_max_abs_diff': ts_diff}
-        for what, d in [('ONNX Runtime', ort_diff), ('TorchScript', ts_diff)]:
+            diffs = {'TorchScript': (torch.jit.load(str(out / f'{stem}.torchscript.pt'))(x2) - ref).abs().max().item()}
+        files += [f'{stem}.safetensors', f'{stem}.torchscript.pt']
+        if onnx:
+            _export_onnx(net, x1, out / f'{stem}.onnx', opset)
+            diffs['ONNX Runtime'] = (_ort_run(out / f'{stem}.onnx', x2) - ref).abs().max().item()
+            files.append(f'{stem}.onnx')
+        checks[direction] = {f"{w.lower().replace(' ', '')}_max_abs_diff": d for w, d in diffs.items()}
+        for what, d in diffs.items():
             if not d <= atol: raise ExportError(f'{out / stem}: {what} output differs from PyTorch by {d:.2e} > {atol}; report this with the run config')
-        files += [f'{stem}.safetensors', f'{stem}.torchscript.pt', f'{stem}.onnx']
     metrics = run_dir / 'metrics.json'
+    versions = {'onnx_version': importlib.metadata.version('onnx'), 'onnxruntime_version': importlib.metadata.version('onnxruntime')} if onnx else \
+               {'onnx_skipped': 'onnx/onnxruntime not installed (pip install "cyclegan-pws[export]")'}
     card = {'model': 'cyclegan-pws CycleGAN generators', 'cyclegan_pws_version': cyclegan_pws.__version__,
-            'torch_version': torch.__version__, 'onnx_version': onnx.__version__, 'onnxruntime_version': onnxruntime.__version__,
+            'torch_version': torch.__version__, **versions,
             'directions': {'A2B': 'healthy -> port-wine stain (G_AB)', 'B2A': 'port-wine stain -> healthy (G_BA)'},
             'input': {'name': 'image', 'shape': ['batch', 3, size, size], 'dtype': 'float32', 'range': [-1, 1],
                       'layout': 'NCHW, RGB', 'preprocess': 'uint8 / 127.5 - 1', 'postprocess': '(y + 1) * 127.5, clamp, round'},
