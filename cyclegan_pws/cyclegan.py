@@ -87,6 +87,7 @@ class CycleGANConfig:
     size: int = 256
     loss: str = 'lsgan'              # lsgan | vanilla | hinge
     lambda_cycle: float = 10.0       # per direction
+    lambda_cycle_B: Optional[float] = None  # weight of the B->A->B cycle when it differs (None: lambda_cycle); see below
     lambda_identity: float = 0.5     # times lambda_cycle, as in the paper; 0 turns identity off
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -194,7 +195,8 @@ class CycleGAN(Task):
             adv_AB = g_loss(self.D_B(self.augment(fake_B)), c.loss)
             adv_BA = g_loss(self.D_A(self.augment(fake_A)), c.loss)
             cyc_A = F.l1_loss(rec_A.float(), real_A.float()); cyc_B = F.l1_loss(rec_B.float(), real_B.float())
-            loss_G = adv_AB + adv_BA + c.lambda_cycle * (cyc_A + cyc_B)
+            lam_B = c.lambda_cycle if c.lambda_cycle_B is None else c.lambda_cycle_B
+            loss_G = adv_AB + adv_BA + c.lambda_cycle * cyc_A + lam_B * cyc_B
             if c.lambda_identity > 0:
                 idt = F.l1_loss(self.G_AB(real_B).float(), real_B.float()) + F.l1_loss(self.G_BA(real_A).float(), real_A.float())
                 loss_G = loss_G + c.lambda_cycle * c.lambda_identity * idt

@@ -62,8 +62,11 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
     "CycleGAN's ResNet generator: stem, 2 down-samplings, `n_blocks` residual blocks, 2 up-samplings, tanh."
-    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, upsample: str = 'transpose'):
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9, upsample: str = 'transpose',
+                 residual: bool = False):
         super().__init__()
+        if residual and in_ch != out_ch: raise ValueError(f'a residual generator needs in_ch == out_ch, not {in_ch} -> {out_ch}')
+        self.residual = residual
         layers = conv_block(in_ch, ngf, k=7, pad=3)
         for i in range(2): layers += conv_block(ngf * 2**i, ngf * 2**(i + 1), 3, stride=2)
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
@@ -73,7 +76,10 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x, cond=None):
         "Translate images in [-1, 1]; `cond` is accepted (and must be None) so both generators share a signature."
-        return self.model(x)
+        if not self.residual: return self.model(x)
+        # The last conv's output is a change to the input in tanh's pre-activation space: zero change is the identity,
+        # and the output stays smoothly inside (-1, 1) (a clamp would stop gradients at saturated pixels).
+        return torch.tanh(torch.atanh(x.clamp(-0.999, 0.999)) + self.model[:-1](x))
 
 # %% ../nbs/06_models.ipynb #cd0f6fca
 class FiLM(nn.Module):
@@ -255,6 +261,7 @@ class ModelConfig:
     ngf: int = 64                      # ResNet generator width
     n_blocks: int = 9
     upsample: str = 'transpose'        # 'transpose' | 'resize'
+    residual: bool = False             # ResNet generator predicts a change to its input (starts at the identity)
     unet_ngf: int = 64
     unet_downs: int = 8
     unet_max_mult: int = 8
@@ -304,7 +311,7 @@ def build_generator(cfg, in_ch: int = 3, out_ch: int = 3, cond_dim: int = 0, kin
     kind = _pick(kind, cfg.generator, GENERATORS, 'generator')
     if kind == 'resnet':
         if cond_dim: raise ModelConfigError(f"cond_dim={cond_dim} needs the 'unet' generator (the ResNet takes no condition)")
-        net = ResnetGenerator(in_ch, out_ch, cfg.ngf, cfg.n_blocks, cfg.upsample)
+        net = ResnetGenerator(in_ch, out_ch, cfg.ngf, cfg.n_blocks, cfg.upsample, cfg.residual)
     else:
         net = UnetGenerator(in_ch, out_ch, cfg.unet_ngf, cfg.unet_downs, cond_dim, cfg.unet_max_mult)
     return init_weights(net, generator=generator)
