@@ -15,7 +15,8 @@ from .io import UserError
 
 # %% auto #0
 __all__ = ['app', 'kaggle_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
-           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output', 'app_cmd']
+           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output', 'app_cmd',
+           'demo_cmd']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -279,3 +280,22 @@ def app_cmd(checkpoint: Optional[Path] = typer.Option(None, '--checkpoint', help
     from cyclegan_pws.app import is_loopback, launch
     if not is_loopback(host): typer.echo(_EXPOSED.format(host=host, port=port), err=True)
     launch(checkpoint, treatment, host=host, port=port)
+
+# %% ../nbs/12_cli.ipynb #e6bf6a03
+@app.command('demo')
+def demo_cmd(out: Path = typer.Option(Path('demo'), '--out', help='Folder for everything the demo writes (created; re-run to resume).'),
+             n: Optional[int] = typer.Option(None, '--n', min=2, help='Synthetic faces per domain (default: the measured setting).'),
+             size: Optional[int] = typer.Option(None, '--size', help='Image side in pixels (default 64).'),
+             steps: Optional[int] = typer.Option(None, '--steps', min=1, help='Training steps (default: the measured setting).'),
+             seed: Optional[int] = typer.Option(None, '--seed', help='Seed of the data, the weights and the training (default 0).'),
+             fid: bool = typer.Option(False, '--fid/--no-fid', help='Also compute FID/KID (downloads InceptionV3 weights once).'),
+             progress: bool = typer.Option(True, '--progress/--no-progress', help='Show progress bars.')):
+    "The main job: synthetic faces -> CycleGAN -> birthmark removal measured against ground truth -> report and export."
+    from cyclegan_pws.demo import run_demo
+    given = {k: v for k, v in dict(n=n, size=size, steps=steps, seed=seed).items() if v is not None}
+    s = run_demo(out, **given, fid=fid, progress=progress, log=typer.echo)
+    h, f = s['headline'], s['files']
+    typer.echo(f"demo: {h['n_images']} held-out faces, clearance {h['clearance_pct_mean']:.1f}% (median {h['clearance_pct_median']:.1f}%), "
+               f"PSNR outside the lesion {h['psnr_outside_lesion_db_mean']:.1f} dB, SSIM {h['ssim_outside_lesion_mean']:.3f}, "
+               f"in {s['times']['total_s'] / 60:.1f} min")
+    typer.echo(f"report {f['report']} | metrics {f['metrics']} | grid {f['grid']} | samples {f['samples']} | generators {f['export']}")

@@ -79,7 +79,9 @@ class ResnetGenerator(nn.Module):
         if not self.residual: return self.model(x)
         # The last conv's output is a change to the input in tanh's pre-activation space: zero change is the identity,
         # and the output stays smoothly inside (-1, 1) (a clamp would stop gradients at saturated pixels).
-        return torch.tanh(torch.atanh(x.clamp(-0.999, 0.999)) + self.model[:-1](x))
+        c = x.clamp(-0.999, 0.999)
+        return torch.tanh(0.5 * (torch.log1p(c) - torch.log1p(-c)) + self.model[:-1](x))  # atanh(c), spelled out for ONNX
+
 
 # %% ../nbs/06_models.ipynb #cd0f6fca
 class FiLM(nn.Module):
