@@ -520,8 +520,8 @@ def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: in
     name = f'{domain}_{i:05d}.png'
     if domain == 'A': files = [root / f'{split}A' / name]
     elif domain == 'B': files = [root / f'{split}B' / name] + ([root / 'testB_clean' / name, root / 'testB_mask' / name] if split == 'test' else [])
-    else: files = [root / 'pairs' / 'pre' / name, root / 'pairs' / 'post' / name]
-    jsons = [p.with_suffix('.json') for p in files if p.parent.name != 'testB_mask']
+    else: files = [root / 'pairs' / 'pre' / name, root / 'pairs' / 'post' / name, root / 'pairs' / 'mask' / name]
+    jsons = [p.with_suffix('.json') for p in files if p.parent.name not in ('testB_mask', 'mask')]
     if (all(_valid_png(p, size) for p in files) and all(p.exists() for p in jsons)
             and (domain != 'P' or name in pairs.done())): return False
     face = procedural_face(int(rng.integers(2**31)), size)
@@ -536,7 +536,7 @@ def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: in
             post, achieved, _ = simulate_treatment(stained, face.image, mask, sessions=sessions, rng=rng)
             images = [stained, post]
     for img, path in zip(images, files): save_image(Image.fromarray(img), path)
-    if domain == 'B' and split == 'test': _save_mask(mask, files[2])
+    if domain == 'P' or (domain == 'B' and split == 'test'): _save_mask(mask, files[2])
     for p in jsons: atomic_write_json(p, meta)
     if domain == 'P' and name not in pairs.done():
         pairs.append({'key': name, 'sessions': sessions, 'clearance': round(achieved, 4)})
