@@ -278,13 +278,14 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         out.append({'label': label, 'images': ims})
     return make_grid(out, titles)
 
-def _write_report(out: Path, summary: dict, rows: list[dict], grid, grid_name: str = 'grid.png', **html_kw) -> None:
-    "metrics.json, per_image.csv, grid.png (`grid_name`) and report.html (`render_html(..., **html_kw)`), each written atomically."
+def _write_report(out: Path, summary: dict, rows: list[dict], grid, grid_name: str = 'grid.png', csv_name: str = 'per_image.csv',
+                  **html_kw) -> None:
+    "metrics.json, per_image.csv (`csv_name`), grid.png (`grid_name`) and report.html (`render_html(..., **html_kw)`), each written atomically."
     clean_rows = [{k: (_finite(round(v, 4)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     atomic_write_json(out / 'metrics.json', summary, allow_nan=False)
     buf = _pyio.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0])); w.writeheader(); w.writerows(clean_rows)
-    atomic_write_text(out / 'per_image.csv', buf.getvalue())
+    atomic_write_text(out / csv_name, buf.getvalue())
     if grid is not None: save_image(grid, out / grid_name)
     atomic_write_text(out / 'report.html', render_html(summary, clean_rows, grid, **html_kw))
 
