@@ -14,9 +14,9 @@ import cyclegan_pws
 from .io import UserError
 
 # %% auto #0
-__all__ = ['app', 'kaggle_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth', 'evaluate_cmd', 'train',
-           'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status', 'kaggle_output', 'app_cmd',
-           'demo_cmd']
+__all__ = ['app', 'kaggle_app', 'treat_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth',
+           'evaluate_cmd', 'train', 'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status',
+           'kaggle_output', 'app_cmd', 'demo_cmd', 'treat_train', 'treat_predict', 'treat_evaluate']
 
 # %% ../nbs/12_cli.ipynb #0a998647
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -299,3 +299,70 @@ def demo_cmd(out: Path = typer.Option(Path('demo'), '--out', help='Folder for ev
                f"PSNR outside the lesion {h['psnr_outside_lesion_db_mean']:.1f} dB, SSIM {h['ssim_outside_lesion_mean']:.3f}, "
                f"in {s['times']['total_s'] / 60:.1f} min")
     typer.echo(f"report {f['report']} | metrics {f['metrics']} | grid {f['grid']} | samples {f['samples']} | generators {f['export']}")
+
+# %% ../nbs/12_cli.ipynb #f580a9c1
+treat_app = typer.Typer(no_args_is_help=True, help='Predict how a PWS face will look after laser treatment (dose-conditioned pix2pix).')
+app.add_typer(treat_app, name='treat')
+
+@treat_app.command('train')
+def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with pre/, post/ and doses.csv (e.g. DATA/pairs).'),
+                out: Path = typer.Option(..., '--out', help='Run folder: checkpoints, logs, dose-strip samples.'),
+                preset: str = typer.Option('seed', '--preset', help='seed (Kaggle TPU), paper (pix2pix) or tiny (CPU demos).'),
+                size: Optional[int] = typer.Option(None, '--size', help="Image side (default: the preset's)."),
+                steps: Optional[int] = typer.Option(None, '--steps', help='Optimizer steps (instead of --epochs).'),
+                epochs: Optional[int] = typer.Option(None, '--epochs', help='Epochs (instead of --steps).'),
+                batch: Optional[int] = typer.Option(None, '--batch', help='Global batch size.'),
+                dose: Optional[str] = typer.Option(None, '--dose', help='sessions or clearance: the doses.csv column that conditions the model.'),
+                condition: Optional[str] = typer.Option(None, '--condition', help='film, plane or both: how the dose enters the U-Net.'),
+                discriminator: Optional[str] = typer.Option(None, '--discriminator', help='patch (PatchGAN) or whole (one logit per image).'),
+                loss: Optional[str] = typer.Option(None, '--loss', help='lsgan, vanilla or hinge.'),
+                lambda_l1: Optional[float] = typer.Option(None, '--lambda-l1', help='Weight of the L1 loss (pix2pix: 100).'),
+                device: str = typer.Option('auto', '--device', help='auto, cpu, cuda or xla.'),
+                precision: str = typer.Option('auto', '--precision', help='auto (bf16 where the hardware has it), bf16 or fp32.'),
+                resume: Optional[str] = typer.Option(None, '--resume', help="'auto' or a checkpoint folder."),
+                max_time: Optional[str] = typer.Option(None, '--max-time', help='Stop and save after this long, e.g. 8h30m.'),
+                seed: int = typer.Option(0, '--seed', help='Seed of weights, data order and dropout.'),
+                log_every: Optional[int] = typer.Option(None, '--log-every', help='Steps between logged losses.'),
+                ckpt_every: Optional[int] = typer.Option(None, '--ckpt-every', help='Steps between checkpoints (a multiple of --log-every).'),
+                workers: int = typer.Option(0, '--workers', help='DataLoader worker processes.'),
+                progress: bool = typer.Option(True, '--progress/--no-progress', help='Show a progress bar.')):
+    "Train the dose-conditioned treatment model on pre/post pairs."
+    from cyclegan_pws.treatment import treatment_config, train_treatment
+    if steps is not None and epochs is not None: raise UserError('give --steps or --epochs, not both')
+    rc = treatment_config(preset, str(data), task={'size': size, 'dose': dose, 'condition': condition, 'discriminator': discriminator,
+                                                   'loss': loss, 'lambda_l1': lambda_l1},
+                          train={'steps': steps, 'epochs': epochs, 'batch_size': batch, 'device': device, 'precision': precision,
+                                 'max_time': max_time, 'seed': seed, 'log_every': log_every, 'ckpt_every': ckpt_every,
+                                 'num_workers': workers})
+    res = train_treatment(rc, out, resume=resume, progress=progress)
+    for p in res['problems']: typer.echo(f'treat train: pairing problem: {p}', err=True)
+    typer.echo(f"treat train: {res['status']} at step {res['step']} on {res['n_train']} pairs ({res['n_test']} held out, "
+               f"{len(res['problems'])} pairing problems); checkpoint {res['checkpoint']}")
+
+@treat_app.command('predict')
+def treat_predict(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder of `treat train` (newest valid checkpoint) or a checkpoint folder.'),
+                  inp: Path = typer.Option(..., '--in', help='A face photo (pre-treatment) or a folder of them.'),
+                  sessions: str = typer.Option('1,5,10', '--sessions', help='Comma-separated doses, e.g. 1,5,10 (sessions, or clearance fractions for --dose clearance runs).'),
+                  out: Path = typer.Option(..., '--out', help='Folder for the <stem>_s<N>.png predictions.'),
+                  device: str = typer.Option('auto', '--device', help='auto, cpu, cuda or xla.')):
+    "Predict how each face will look after each number of laser sessions."
+    from cyclegan_pws.treatment import parse_doses, predict_folder
+    r = predict_folder(checkpoint, inp, parse_doses(sessions), out, device=device)
+    typer.echo(f"treat predict: {r['photos']} photos x {len(parse_doses(sessions))} doses = {r['written']} images, "
+               f"{len(r['skipped'])} unreadable skipped -> {r['out']}")
+
+@treat_app.command('evaluate')
+def treat_evaluate(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder of `treat train` or a checkpoint folder.'),
+                   data: Path = typer.Option(..., '--data', help='The pairs folder the run was trained on (its held-out pairs are used).'),
+                   out: Path = typer.Option(Path('treat_report'), '--out', help='Report folder: metrics.json, per_pair.csv, dose_strip.png, report.html.'),
+                   sessions: str = typer.Option('1,5,10', '--sessions', help='Doses of the dose-response check and strip.'),
+                   device: str = typer.Option('auto', '--device', help='auto, cpu, cuda or xla.')):
+    "Measure a treatment run on its held-out pairs against two baselines; write an HTML report."
+    from cyclegan_pws.treatment import parse_doses, evaluate_treatment
+    m = evaluate_treatment(checkpoint, data, out, sessions=parse_doses(sessions), device=device)
+    f = lambda v: '–' if v is None else f'{v:.2f}'
+    curve = ', '.join(f'{k}: {f(v)}%' for k, v in m['dose_response'].items())
+    typer.echo(f"{m['n_images']} held-out pairs | lesion PSNR {f(m['psnr_lesion_db_mean'])} dB (pre image "
+               f"{f(m['psnr_lesion_pre_baseline_db_mean'])}, mean-post blend {f(m['psnr_lesion_blend_baseline_db_mean'])}) | "
+               f"SSIM {f(m['ssim_mean'])} | clearance error {f(m['clearance_mae_pct'])} points | predicted clearance {curve}")
+    typer.echo(f'report: {Path(out) / "report.html"}')

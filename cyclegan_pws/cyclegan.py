@@ -112,17 +112,17 @@ class CycleGANConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    "Everything one CycleGAN run depends on (data, task, engine), saved as `config.json` in the run folder."
+    "Everything one run depends on (data, task, engine), saved as `config.json` in the run folder."
     data: DataConfig
-    task: CycleGANConfig
+    task: CycleGANConfig             # or another task's frozen config, e.g. `treatment.TreatmentConfig`
     train: TrainConfig
     preset: str = 'custom'
 
     def to_dict(self) -> dict:
         return {'preset': self.preset, 'data': asdict(self.data), 'task': asdict(self.task), 'train': self.train.to_dict()}
     @classmethod
-    def from_dict(cls, d: dict) -> 'RunConfig':
-        return cls(DataConfig(**d['data']), CycleGANConfig(**d['task']), TrainConfig.from_dict(d['train']), d.get('preset', 'custom'))
+    def from_dict(cls, d: dict, task_class: type = CycleGANConfig) -> 'RunConfig':
+        return cls(DataConfig(**d['data']), task_class(**d['task']), TrainConfig.from_dict(d['train']), d.get('preset', 'custom'))
 
 RUN_PRESETS = {
     'paper': (dict(model='paper', size=256, loss='lsgan'),
@@ -134,16 +134,17 @@ RUN_PRESETS = {
 }
 
 def run_config(preset: str = 'paper', data: str = 'data', task: Optional[dict] = None, train: Optional[dict] = None,
-               data_opts: Optional[dict] = None) -> RunConfig:
-    "A `RunConfig` from a preset name with overrides (`task`/`train`/`data_opts` dicts; `steps` replaces `epochs` and back)."
-    if preset not in RUN_PRESETS: raise UserError(f'preset {preset!r} unknown; use one of {", ".join(RUN_PRESETS)}')
-    t, tr = dict(RUN_PRESETS[preset][0]), dict(RUN_PRESETS[preset][1])
+               data_opts: Optional[dict] = None, presets: Optional[dict] = None, task_class: type = CycleGANConfig) -> RunConfig:
+    "A `RunConfig` from a preset name with overrides (`task`/`train`/`data_opts` dicts; `steps` replaces `epochs` and back); another task passes its `presets` and `task_class`."
+    presets = RUN_PRESETS if presets is None else presets
+    if preset not in presets: raise UserError(f'preset {preset!r} unknown; use one of {", ".join(presets)}')
+    t, tr = dict(presets[preset][0]), dict(presets[preset][1])
     t.update({k: v for k, v in (task or {}).items() if v is not None})
     over = {k: v for k, v in (train or {}).items() if v is not None}
     if 'steps' in over: tr.pop('epochs', None)
     if 'epochs' in over: tr.pop('steps', None)
     tr.update(over)
-    tc, trc = CycleGANConfig(**t), TrainConfig(**tr)
+    tc, trc = task_class(**t), TrainConfig(**tr)
     dc = DataConfig(**{'root': str(data), **(data_opts or {}), 'size': tc.size, 'batch_size': trc.batch_size,
                        'num_workers': trc.num_workers, 'seed': trc.seed})
     return RunConfig(dc, tc, trc, preset)

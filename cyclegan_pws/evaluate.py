@@ -171,20 +171,24 @@ HEADLINE = [('clearance_pct_mean', 'clearance_pct'), ('clearance_pct_median', 'c
             ('psnr_inside_lesion_vs_clean_db_mean', 'psnr_inside_lesion_vs_clean_db'), ('fid', 'fid'),
             ('kid_mean', 'kid_mean'), ('fid_unavailable', 'fid')]
 
-def render_html(summary: dict, rows: list[dict], grid: Optional[Image.Image] = None, max_rows: int = 500) -> str:
-    "The self-contained HTML report (images as data URIs, no external assets)."
+def render_html(summary: dict, rows: list[dict], grid: Optional[Image.Image] = None, max_rows: int = 500,
+                title: str = 'Port-wine stain removal: evaluation', headline: Optional[list] = None,
+                explain: Optional[dict] = None) -> str:
+    "The self-contained HTML report (images as data URIs, no external assets); another task passes its `title`, `headline` and `explain`."
     e = html.escape
+    headline, meaning = HEADLINE if headline is None else headline, EXPLAIN if explain is None else explain
     kid = lambda k: f" ± {_fmt(summary['kid_std'])}" if k == 'kid_mean' and 'kid_std' in summary else ''
-    head = ''.join(f'<tr><td>{e(k)}</td><td>{_fmt(summary[k])}{kid(k)}</td><td class="l">{e(EXPLAIN[x])}</td></tr>'
-                   for k, x in HEADLINE if k in summary)
+    head = ''.join(f'<tr><td>{e(k)}</td><td>{_fmt(summary[k])}{kid(k)}</td><td class="l">{e(meaning[x])}</td></tr>'
+                   for k, x in headline if k in summary)
     every = ''.join(f'<tr><td>{e(k)}</td><td>{_fmt(v)}</td></tr>' for k, v in summary.items() if not isinstance(v, dict))
     hist = summary.get('grade_histogram', {}); n = max(1, sum(hist.values()))
     bars = ''.join(f'<tr><td>{e(k)}</td><td>{v}</td><td><div class="bar" style="width:{300 * v / n:.0f}px"></div></td></tr>'
                    for k, v in hist.items())
+    grades = f'<h2>Clinical grade</h2><table><tr><th>grade</th><th>images</th><th></th></tr>{bars}</table>' if hist else ''
     cols = list(rows[0]) if rows else []
     table = ''.join('<tr>' + ''.join(f'<td>{_fmt(r[c])}</td>' for c in cols) + '</tr>' for r in rows[:max_rows])
     more = f'<p>First {max_rows} of {len(rows)} images; all are in per_image.csv.</p>' if len(rows) > max_rows else ''
-    explain = ''.join(f'<dt>{e(k)}</dt><dd>{e(v)}</dd>' for k, v in EXPLAIN.items())
+    glossary = ''.join(f'<dt>{e(k)}</dt><dd>{e(v)}</dd>' for k, v in meaning.items())
     img = f'<h2>Examples</h2><img alt="before/after grid" src="{_png_uri(grid)}">' if grid is not None else ''
     return f'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cyclegan-pws evaluation</title>
@@ -193,14 +197,14 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 td:first-child,td.l{{text-align:left}}td.l{{color:#555;max-width:560px}}.bar{{background:#c0392b;height:12px}}
 img{{max-width:100%}}dt{{font-weight:bold;margin-top:.6em}}</style>
 </head><body>
-<h1>Port-wine stain removal: evaluation</h1>
+<h1>{e(title)}</h1>
 <p>{summary.get('n_images', 0)} images, lesion masks {e(str(summary.get('mask_source', '')))}; cyclegan-pws {e(cyclegan_pws.__version__)}.</p>
 <h2>Headline</h2><table><tr><th>metric</th><th>value</th><th>meaning</th></tr>{head}</table>
 <details><summary>All summary numbers</summary><table>{every}</table></details>
-<h2>Clinical grade</h2><table><tr><th>grade</th><th>images</th><th></th></tr>{bars}</table>
+{grades}
 {img}
 <h2>Per image</h2>{more}<table><tr>{''.join(f"<th>{e(c)}</th>" for c in cols)}</tr>{table}</table>
-<h2>What the numbers mean</h2><dl>{explain}</dl>
+<h2>What the numbers mean</h2><dl>{glossary}</dl>
 </body></html>
 '''
 
@@ -274,15 +278,16 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         out.append({'label': label, 'images': ims})
     return make_grid(out, titles)
 
-def _write_report(out: Path, summary: dict, rows: list[dict], grid) -> None:
-    "metrics.json, per_image.csv, grid.png and report.html, each written atomically."
+def _write_report(out: Path, summary: dict, rows: list[dict], grid, grid_name: str = 'grid.png', csv_name: str = 'per_image.csv',
+                  **html_kw) -> None:
+    "metrics.json, per_image.csv (`csv_name`), grid.png (`grid_name`) and report.html (`render_html(..., **html_kw)`), each written atomically."
     clean_rows = [{k: (_finite(round(v, 4)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     atomic_write_json(out / 'metrics.json', summary, allow_nan=False)
     buf = _pyio.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0])); w.writeheader(); w.writerows(clean_rows)
-    atomic_write_text(out / 'per_image.csv', buf.getvalue())
-    if grid is not None: save_image(grid, out / 'grid.png')
-    atomic_write_text(out / 'report.html', render_html(summary, clean_rows, grid))
+    atomic_write_text(out / csv_name, buf.getvalue())
+    if grid is not None: save_image(grid, out / grid_name)
+    atomic_write_text(out / 'report.html', render_html(summary, clean_rows, grid, **html_kw))
 
 # %% ../nbs/11_evaluate.ipynb #c05ebc00
 import re, warnings

@@ -514,14 +514,15 @@ def _save_mask(mask: np.ndarray, path: Path) -> Path:
     return path
 
 # %% ../nbs/03_synth.ipynb #59ac7e37
-def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: int, pairs: Manifest):
+def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: int, pairs: Manifest, doses_per_face: int = 1):
     "Generate and write item `i` of `domain` unless all its files are already there; returns True if written."
-    rng = _item_rng(seed, domain, i)
+    face_i, k = divmod(i, doses_per_face) if domain == 'P' else (i, 0)   # pair i: dose k of face face_i
+    rng = _item_rng(seed, domain, face_i)
     name = f'{domain}_{i:05d}.png'
     if domain == 'A': files = [root / f'{split}A' / name]
     elif domain == 'B': files = [root / f'{split}B' / name] + ([root / 'testB_clean' / name, root / 'testB_mask' / name] if split == 'test' else [])
-    else: files = [root / 'pairs' / 'pre' / name, root / 'pairs' / 'post' / name]
-    jsons = [p.with_suffix('.json') for p in files if p.parent.name != 'testB_mask']
+    else: files = [root / 'pairs' / 'pre' / name, root / 'pairs' / 'post' / name, root / 'pairs' / 'mask' / name]
+    jsons = [p.with_suffix('.json') for p in files if p.parent.name not in ('testB_mask', 'mask')]
     if (all(_valid_png(p, size) for p in files) and all(p.exists() for p in jsons)
             and (domain != 'P' or name in pairs.done())): return False
     face = procedural_face(int(rng.integers(2**31)), size)
@@ -532,11 +533,14 @@ def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: in
         stained, mask, _ = synthesize_pws(face.image, face.landmarks, rng, skin_mask=face.skin_mask)
         if domain == 'B': images = [stained] + ([face.image] if split == 'test' else [])
         else:
-            sessions = int(rng.integers(1, 16))
-            post, achieved, _ = simulate_treatment(stained, face.image, mask, sessions=sessions, rng=rng)
+            if doses_per_face == 1: sessions, treat_rng = int(rng.integers(1, 16)), rng
+            else:  # one patient (response, patchiness) after distinct numbers of sessions
+                sessions = int(np.sort(rng.choice(np.arange(1, 16), doses_per_face, replace=False))[k])
+                treat_rng = np.random.default_rng(int(rng.integers(2**63)))
+            post, achieved, _ = simulate_treatment(stained, face.image, mask, sessions=sessions, rng=treat_rng)
             images = [stained, post]
     for img, path in zip(images, files): save_image(Image.fromarray(img), path)
-    if domain == 'B' and split == 'test': _save_mask(mask, files[2])
+    if domain == 'P' or (domain == 'B' and split == 'test'): _save_mask(mask, files[2])
     for p in jsons: atomic_write_json(p, meta)
     if domain == 'P' and name not in pairs.done():
         pairs.append({'key': name, 'sessions': sessions, 'clearance': round(achieved, 4)})
@@ -544,18 +548,20 @@ def _write_item(root: Path, domain: str, i: int, split: str, size: int, seed: in
 
 # %% ../nbs/03_synth.ipynb #d51ce14f
 def write_synthetic_dataset(out, n: int, size: int = 128, seed: int = 0, test_frac: float = 0.2,
-                            n_pairs: Optional[int] = None, progress: bool = False) -> dict:
-    "Write `n` healthy and `n` PWS synthetic faces (and `n_pairs` treatment pairs, default `n`) in the shared layout under `out`."
+                            n_pairs: Optional[int] = None, progress: bool = False, doses_per_face: int = 3) -> dict:
+    "Write `n` healthy and `n` PWS synthetic faces (and `n_pairs` treatment pairs, default `n`, in series of `doses_per_face`) under `out`."
     if n < 1: raise UserError(f'n={n}: give at least one face per domain')
     if not 32 <= size <= 1024: raise UserError(f'size={size} is out of range; use 32..1024 (64-256 is typical)')
     if not 0 <= test_frac < 1: raise UserError(f'test_frac={test_frac} must be in [0, 1)')
     n_pairs = n if n_pairs is None else n_pairs
     if n_pairs < 0: raise UserError(f'n_pairs={n_pairs} is negative')
+    if not 1 <= doses_per_face <= 15: raise UserError(f'doses_per_face={doses_per_face}: use 1..15 (distinct numbers of sessions)')
     root = Path(out); root.mkdir(parents=True, exist_ok=True)
-    args = dict(n=n, size=size, seed=seed, test_frac=test_frac, n_pairs=n_pairs, generator=f'cyclegan_pws {cyclegan_pws.__version__}')
+    args = dict(n=n, size=size, seed=seed, test_frac=test_frac, n_pairs=n_pairs, doses_per_face=doses_per_face,
+                generator=f'cyclegan_pws {cyclegan_pws.__version__}')
     man_path = root / 'synth_manifest.json'
     if man_path.exists():
-        old = json.loads(man_path.read_text()).get('args', {})
+        old = {'doses_per_face': 1, **json.loads(man_path.read_text()).get('args', {})}  # datasets from before series
         if {k: v for k, v in old.items() if k != 'generator'} != {k: v for k, v in args.items() if k != 'generator'}:
             raise UserError(f'{root}: holds a synthetic dataset made with {old}; use another --out or delete it first')
     else: atomic_write_json(man_path, {'args': args, 'complete': False})
@@ -565,7 +571,7 @@ def write_synthetic_dataset(out, n: int, size: int = 128, seed: int = 0, test_fr
     if progress:
         from fastprogress.fastprogress import progress_bar
         jobs = progress_bar(jobs)
-    written = sum(_write_item(root, d, i, split, size, seed, pairs) for d, i, split in jobs)
+    written = sum(_write_item(root, d, i, split, size, seed, pairs, doses_per_face) for d, i, split in jobs)
     if n_pairs:
         rows = {r['key']: r for r in pairs.records}
         lines = ['file,sessions,clearance'] + [f"{k},{rows[k]['sessions']},{rows[k]['clearance']:.4f}" for k in sorted(rows)]

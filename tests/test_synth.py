@@ -25,7 +25,7 @@ def dataset(tmp_path_factory):
 
 def test_layout_and_counts(dataset):
     root, res = dataset
-    expect = {'trainA': 7, 'testA': 3, 'trainB': 7, 'testB': 3, 'testB_clean': 3, 'testB_mask': 3, 'pairs/pre': 8, 'pairs/post': 8}
+    expect = {'trainA': 7, 'testA': 3, 'trainB': 7, 'testB': 3, 'testB_clean': 3, 'testB_mask': 3, 'pairs/pre': 8, 'pairs/post': 8, 'pairs/mask': 8}
     assert {k: len(image_files(root / k)) for k in expect} == expect
     assert res['written'] == 28
     man = json.loads((root / 'synth_manifest.json').read_text())
@@ -51,6 +51,15 @@ def test_masks_match_the_difference_between_stained_and_clean(dataset):
         changed = (stained != clean).any(-1)
         assert not changed[mask == 0].any()                      # only the lesion differs
         assert changed[mask > 200].mean() > 0.5
+
+
+def test_pair_masks_cover_what_treatment_changed(dataset):
+    root, _ = dataset
+    for p in image_files(root / 'pairs' / 'pre'):
+        pre, post = np.asarray(Image.open(p)), np.asarray(Image.open(root / 'pairs' / 'post' / p.name))
+        mask = np.asarray(Image.open(root / 'pairs' / 'mask' / p.name))
+        assert mask.ndim == 2 and mask.dtype == np.uint8 and (mask > 127).any()
+        assert not (pre != post).any(-1)[mask == 0].any()
 
 
 def test_doses_csv(dataset):

@@ -1,0 +1,156 @@
+"""The treatment model on CPU: what must hold on held-out synthetic pairs after a short training (predicted
+clearance grows with dose; beats "return the pre image" and "blend toward the mean post image" inside the
+lesion), exact resume, the `treat` commands end to end, and pairing problems of a real-pairs folder."""
+import json, shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cyclegan_pws.cli import app
+from cyclegan_pws.data import PairedDataset
+from cyclegan_pws.engine import fit, seed_everything
+from cyclegan_pws.synth import write_synthetic_dataset
+from cyclegan_pws.treatment import (PairSubset, Treatment, evaluate_treatment, load_treatment, split_pairs,
+                                    train_treatment, treatment_config)
+
+# The smallest setting found to pass with margin: 64 px synthetic pairs (series of 3 doses per face), tiny preset.
+# 400 steps gave a monotone but flat dose response (19 -> 21 -> 22% at 1/5/10 sessions); 800 steps 8 -> 16 -> 20%.
+N_PAIRS, STEPS, BATCH = 100, 800, 8
+# One intra-op thread: on a CPU shared with other processes two OpenMP threads made a step ~30x slower here.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('treat') / 'data'
+    write_synthetic_dataset(root, n=1, size=64, seed=0, n_pairs=N_PAIRS)
+    return root / 'pairs'
+
+
+@pytest.fixture(scope='module')
+def metrics(pairs, tmp_path_factory):
+    run = tmp_path_factory.mktemp('run')
+    rc = treatment_config('tiny', str(pairs), train={'steps': STEPS, 'batch_size': BATCH, 'log_every': 50,
+                                                     'ckpt_every': STEPS, 'precision': 'fp32', 'seed': 0})
+    res = train_treatment(rc, run, progress=False)
+    assert res['status'] == 'done' and res['n_test'] >= 10
+    report = run / 'report'
+    return evaluate_treatment(run, pairs, report, sessions=(1, 5, 10)), report
+
+
+def test_predicted_clearance_grows_with_dose(metrics):
+    m, _ = metrics
+    curve = [m['dose_response'][k] for k in ('1', '5', '10')]
+    assert curve[0] < curve[1] < curve[2], curve
+    assert m['monotone_mean'] and m['monotone_frac'] >= 0.6, m['monotone_frac']  # most faces, not only the mean
+
+
+def test_beats_both_baselines_inside_the_lesion(metrics):
+    m, _ = metrics
+    ours, pre, blend = (m[f'psnr_lesion{k}_db_mean'] for k in ('', '_pre_baseline', '_blend_baseline'))
+    assert ours > pre and ours > blend, (ours, pre, blend)
+    assert m['beats_baselines']
+
+
+def test_clearance_error_beats_predicting_no_change(metrics):
+    m, _ = metrics  # "return the pre image" predicts 0% clearance: its error is the mean |true clearance|
+    assert m['clearance_mae_pct'] < abs(m['clearance_true_pct_mean']), (m['clearance_mae_pct'], m['clearance_true_pct_mean'])
+
+
+def test_report_is_written(metrics):
+    m, report = metrics
+    assert json.loads((report / 'metrics.json').read_text())['n_images'] == m['n_images']
+    rows = (report / 'per_pair.csv').read_text().splitlines()
+    assert len(rows) == m['n_images'] + 1 and 'clearance_s10_pct' in rows[0]
+    assert Image.open(report / 'dose_strip.png').width == 6 * 128  # pre, 1, 5, 10, at the true dose, true post
+    assert 'Laser treatment prediction' in (report / 'report.html').read_text()
+
+
+@pytest.fixture(scope='module')
+def small_pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('small') / 'data'
+    write_synthetic_dataset(root, n=1, size=64, seed=1, n_pairs=8)
+    return root / 'pairs'
+
+
+class Stop(Exception): pass
+
+
+def _train(rc, out, stop_at=None, resume=None):
+    seed_everything(rc.train.seed)
+    task = Treatment(rc.task, seed=rc.train.seed)
+    ds = PairedDataset(rc.data.root, 64, flip=True, seed=rc.data.seed)
+    train = PairSubset(ds, split_pairs(ds, rc.task.test_frac)['train'])
+    def on_log(rec):
+        if rec['step'] == stop_at: raise Stop
+    try: fit(task, train, rc.train, out, resume=resume, progress=False, on_log=on_log)
+    except Stop: pass
+    return task, len(train)
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_resume_is_bit_identical(small_pairs, tmp_path, precision):
+    rc = treatment_config('tiny', str(small_pairs), train={'steps': 4, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1,
+                                                           'keep': 2, 'precision': precision})
+    straight, n_train = _train(rc, tmp_path / 'a')
+    assert n_train // 2 < 4  # the 4 steps cross an epoch boundary (new flips and order after resuming)
+    _train(rc, tmp_path / 'b', stop_at=2)
+    resumed, _ = _train(rc, tmp_path / 'b', resume='auto')
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not diff, f'differ after resume: {diff[:5]}'
+    for k in ('G', 'D'):
+        a, b = straight.optimizers()[k].state_dict()['state'], resumed.optimizers()[k].state_dict()['state']
+        assert all(torch.equal(a[i]['exp_avg_sq'], b[i]['exp_avg_sq']) for i in a)
+
+
+def test_cli_train_predict_evaluate(small_pairs, tmp_path):
+    runner = CliRunner()
+    run, pred, report = tmp_path / 'run', tmp_path / 'pred', tmp_path / 'report'
+    r = runner.invoke(app, ['treat', 'train', '--data', str(small_pairs), '--out', str(run), '--preset', 'tiny', '--steps', '2',
+                            '--batch', '2', '--log-every', '1', '--ckpt-every', '2', '--precision', 'fp32', '--no-progress'])
+    assert r.exit_code == 0, r.output
+    assert 'treat train: done at step 2' in r.stdout
+    photo = tmp_path / 'photo.jpg'
+    Image.open(small_pairs / 'pre' / 'P_00000.png').resize((150, 120)).save(photo)
+    r = runner.invoke(app, ['treat', 'predict', '--checkpoint', str(run), '--in', str(photo), '--sessions', '1,5,10',
+                            '--out', str(pred), '--device', 'cpu'])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in pred.iterdir()) == ['photo_s1.png', 'photo_s10.png', 'photo_s5.png']
+    assert Image.open(pred / 'photo_s5.png').size == (150, 120)
+    r = runner.invoke(app, ['treat', 'evaluate', '--checkpoint', str(run), '--data', str(small_pairs), '--out', str(report),
+                            '--device', 'cpu'])
+    assert r.exit_code == 0, r.output
+    assert 'held-out pairs | lesion PSNR' in r.stdout and (report / 'report.html').exists()
+    # a CycleGAN run (or anything that is not a treatment run) is refused with one line, exit code 2
+    cfg = json.loads((run / 'config.json').read_text()); cfg.pop('kind')
+    (run / 'config.json').write_text(json.dumps(cfg))
+    from cyclegan_pws.cli import main
+    with pytest.raises(SystemExit) as e: main(['treat', 'predict', '--checkpoint', str(run), '--in', str(photo), '--out', str(pred)])
+    assert e.value.code == 2
+
+
+def test_real_pairs_folder_problems_are_reported(small_pairs, tmp_path):
+    "A clinic's folder: a size mismatch, a photo without its partner and a mixed-up patient each get one line."
+    clinic = tmp_path / 'clinic'
+    for side in ('pre', 'post'): shutil.copytree(small_pairs / side, clinic / side, ignore=shutil.ignore_patterns('*.json'))
+    rows = (small_pairs / 'doses.csv').read_text().splitlines()
+    (clinic / 'doses.csv').write_text('\n'.join(r.rsplit(',', 1)[0] + ',' for r in rows) + '\n')  # sessions only
+    Image.open(clinic / 'post' / 'P_00001.png').resize((80, 80)).save(clinic / 'post' / 'P_00001.png')
+    (clinic / 'post' / 'P_00002.png').unlink()
+    shutil.copy(small_pairs / 'post' / 'P_00000.png', clinic / 'post' / 'P_00005.png')  # another patient's photo
+    r = CliRunner().invoke(app, ['treat', 'train', '--data', str(clinic), '--out', str(tmp_path / 'run'), '--preset', 'tiny',
+                                 '--steps', '1', '--batch', '2', '--log-every', '1', '--ckpt-every', '1', '--precision', 'fp32',
+                                 '--no-progress'])
+    assert r.exit_code == 0, r.output
+    problems = [l for l in r.output.splitlines() if l.startswith('treat train: pairing problem:')]
+    assert problems[:2] == ['treat train: pairing problem: pre/P_00002.png: no post/P_00002.png',
+                            'treat train: pairing problem: P_00001.png: pre is 64x64, post is 80x80'], problems
+    assert len(problems) == 3 and problems[2].startswith('treat train: pairing problem: P_00005.png: pre and post look like '
+                                                         'different faces'), problems
+    assert '3 pairing problems' in r.stdout
+    assert json.loads((tmp_path / 'run' / 'config.json').read_text())['problems'] == [p.split(': ', 2)[2] for p in problems]
