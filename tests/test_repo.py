@@ -41,3 +41,19 @@ def test_exported_modules_have_no_undefined_names():
         check(py.read_text(), str(py), Reporter(out, out))
         undefined = [l for l in out.getvalue().splitlines() if 'undefined name' in l]
         assert not undefined, '\n'.join(undefined)
+
+
+def test_readme_command_reference_lists_every_subcommand():
+    "A new subcommand must be documented in the README's command table (nbs/index.ipynb)."
+    import typer.main
+    from cyclegan_pws.cli import app
+    readme = (ROOT / 'README.md').read_text()
+    table = readme[readme.index('## Command reference'):]
+    missing = [name for name in typer.main.get_command(app).commands if f'| `{name}' not in table]
+    assert not missing, f'README command reference lacks {missing}; add them to nbs/index.ipynb'
+
+
+def test_readme_main_job_is_the_demo():
+    "The README's first command runs the main job on the built-in default."
+    readme = (ROOT / 'README.md').read_text()
+    assert 'pip install -e . && cyclegan-pws demo --out demo' in readme
