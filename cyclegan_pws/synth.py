@@ -562,7 +562,9 @@ def write_synthetic_dataset(out, n: int, size: int = 128, seed: int = 0, test_fr
     man_path = root / 'synth_manifest.json'
     if man_path.exists():
         old = {'doses_per_face': 1, **json.loads(man_path.read_text()).get('args', {})}  # datasets from before series
-        if {k: v for k, v in old.items() if k != 'generator'} != {k: v for k, v in args.items() if k != 'generator'}:
+        # what decides the files: not the writer's version, nor the series length when there are no pairs
+        same = lambda a: {k: v for k, v in a.items() if k != 'generator' and not (k == 'doses_per_face' and a['n_pairs'] == 0)}
+        if same(old) != same(args):
             raise UserError(f'{root}: holds a synthetic dataset made with {old}; use another --out or delete it first')
     else: atomic_write_json(man_path, {'args': args, 'complete': False})
     n_test = int(round(n * test_frac))
