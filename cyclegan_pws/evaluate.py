@@ -274,7 +274,7 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         if 'clean' in it: ims.append(read_image(it['clean']))
         ims.append(_outline(orig, lesion, ring))
         pct = r['clearance_pct']
-        label = f"{it['orig'].name}: clearance {'–' if math.isnan(pct) else f'{pct:.0f}%'}, grade {r['grade']}"
+        label = f"{it['orig'].name}: clearance {'n/a (no visible lesion)' if math.isnan(pct) else f'{pct:.0f}%'}, grade {r['grade']}"
         out.append({'label': label, 'images': ims})
     return make_grid(out, titles)
 
