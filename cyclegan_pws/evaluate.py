@@ -20,10 +20,10 @@ from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, 
                                   estimate_lesion_mask, face_ellipse, surround_mask, dilate, fid_kid)
 
 # %% auto #0
-__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'DIRECTIONS', 'match_files', 'image_metrics', 'summarise',
-           'make_grid', 'pick_spread', 'render_html', 'evaluate_folder', 'check_weights', 'resolve_checkpoint',
-           'checkpoint_config', 'read_weights', 'load_generator', 'restore_size', 'translate_batch', 'translate_folder',
-           'ExportError', 'export_generators']
+__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'DIRECTIONS', 'match_files', 'image_metrics', 'finite_or_none',
+           'summarise', 'make_grid', 'pick_spread', 'render_html', 'read_mask', 'evaluate_folder', 'write_report',
+           'check_weights', 'resolve_checkpoint', 'checkpoint_config', 'read_weights', 'load_generator', 'restore_size',
+           'translate_batch', 'translate_folder', 'ExportError', 'export_generators']
 
 # %% ../nbs/11_evaluate.ipynb #985083a1
 def _by_stem(folder) -> dict[str, Path]:
@@ -69,7 +69,7 @@ def image_metrics(pred: Tensor, orig: Tensor, clean: Optional[Tensor] = None, le
 PSNR_CAP_DB = 100.0
 GRADE_NAMES = {0: 'none (<=0%)', 1: '1-25%', 2: '26-50%', 3: '51-75%', 4: '76-100%', -1: 'ungraded (no visible lesion)'}
 
-def _finite(x) -> Optional[float]:
+def finite_or_none(x) -> Optional[float]:
     "A float for JSON: None for NaN/inf."
     x = float(x)
     return x if math.isfinite(x) else None
@@ -81,8 +81,8 @@ def summarise(rows: list[dict]) -> dict:
         if k in ('file', 'mask', 'grade'): continue
         v = np.array([r[k] for r in rows], dtype=np.float64)
         v = v[~np.isnan(v)]
-        out[f'{k}_mean'] = _finite(v.mean()) if len(v) else None
-        out[f'{k}_median'] = _finite(np.median(v)) if len(v) else None
+        out[f'{k}_mean'] = finite_or_none(v.mean()) if len(v) else None
+        out[f'{k}_median'] = finite_or_none(np.median(v)) if len(v) else None
     grades = [int(r['grade']) for r in rows]
     out['grade_histogram'] = {GRADE_NAMES[g]: grades.count(g) for g in (0, 1, 2, 3, 4, -1)}
     # The names the report promises, whatever a row calls them:
@@ -212,7 +212,7 @@ img{{max-width:100%}}dt{{font-weight:bold;margin-top:.6em}}</style>
 def _resized(im: Image.Image, size, resample=Image.BICUBIC) -> Image.Image:
     return im if im.size == size else im.resize(size, resample)
 
-def _read_mask(path, size) -> Tensor:
+def read_mask(path, size) -> Tensor:
     "A lesion mask file (0/255, or 0/1, any mode) as bool (1,1,H,W) at `size` (W,H)."
     a = np.array(_resized(read_image(path).convert('L'), size, Image.NEAREST))
     return mask_tensor(a > (127 if a.max() > 1 else 0))
@@ -233,7 +233,7 @@ def evaluate_folder(pred_dir, orig_dir, clean_dir=None, mask_dir=None, out='repo
             pred = read_image(it['pred'])
             n_resized += pred.size != orig.size
             clean = image_tensor(_resized(read_image(it['clean']), orig.size)) if 'clean' in it else None
-            lesion = _read_mask(it['mask'], orig.size) if 'mask' in it else None
+            lesion = read_mask(it['mask'], orig.size) if 'mask' in it else None
             m = image_metrics(image_tensor(_resized(pred, orig.size)), image_tensor(orig), clean, lesion)
             row = {'file': it['orig'].name, 'mask': 'given' if lesion is not None else 'estimated'}
             for k, v in m.items():
@@ -246,7 +246,7 @@ def evaluate_folder(pred_dir, orig_dir, clean_dir=None, mask_dir=None, out='repo
                 'identity_reference': 'clean' if clean_dir else 'orig', 'psnr_cap_db': PSNR_CAP_DB}
     summary |= _fid_summary(items, clean_dir, real_dir, feature, fid)
     grid = _grid(items, rows, n_grid)
-    _write_report(out, summary, rows, grid)
+    write_report(out, summary, rows, grid)
     return summary
 
 def _fid_summary(items, clean_dir, real_dir, feature, fid: bool) -> dict:
@@ -255,7 +255,7 @@ def _fid_summary(items, clean_dir, real_dir, feature, fid: bool) -> dict:
     ref = [it['clean'] for it in items] if clean_dir else image_files(real_dir) if real_dir else None
     if ref is None: return {'fid_unavailable': 'no healthy reference set: pass clean_dir (--clean) or real_dir (--real)'}
     r = fid_kid((_u8(p) for p in ref), (_u8(it['pred']) for it in items), feature=feature)
-    r = {k: _finite(v) if isinstance(v, float) else v for k, v in r.items()}
+    r = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in r.items()}
     if 'fid' in r: r['fid_reference'] = 'clean' if clean_dir else str(real_dir)
     return r
 
@@ -268,7 +268,7 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         it, r = items[i], rows[i]
         orig = read_image(it['orig'])
         w, h = orig.size
-        lesion = _read_mask(it['mask'], orig.size) if 'mask' in it else estimate_lesion_mask(orig)
+        lesion = read_mask(it['mask'], orig.size) if 'mask' in it else estimate_lesion_mask(orig)
         ring = surround_mask(lesion, skin=face_ellipse(h, w))
         ims = [orig, _resized(read_image(it['pred']), orig.size)]
         if 'clean' in it: ims.append(read_image(it['clean']))
@@ -278,10 +278,10 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         out.append({'label': label, 'images': ims})
     return make_grid(out, titles)
 
-def _write_report(out: Path, summary: dict, rows: list[dict], grid, grid_name: str = 'grid.png', csv_name: str = 'per_image.csv',
+def write_report(out: Path, summary: dict, rows: list[dict], grid, grid_name: str = 'grid.png', csv_name: str = 'per_image.csv',
                   **html_kw) -> None:
     "metrics.json, per_image.csv (`csv_name`), grid.png (`grid_name`) and report.html (`render_html(..., **html_kw)`), each written atomically."
-    clean_rows = [{k: (_finite(round(v, 4)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    clean_rows = [{k: (finite_or_none(round(v, 4)) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     atomic_write_json(out / 'metrics.json', summary, allow_nan=False)
     buf = _pyio.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0])); w.writeheader(); w.writerows(clean_rows)

@@ -339,12 +339,12 @@ def predict_folder(checkpoint, inp, sessions: Sequence[float], out, device='cpu'
 
 # %% ../nbs/09_treatment.ipynb #2837bcc9
 from .metrics import clearance, masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse
-from .evaluate import PSNR_CAP_DB, make_grid, pick_spread, _read_mask, _write_report, _finite
+from .evaluate import PSNR_CAP_DB, make_grid, pick_spread, read_mask, write_report, finite_or_none
 
 def pair_lesion(ds: PairedDataset, i: int, pre: Tensor) -> tuple[Tensor, str]:
     "The lesion mask (1,1,H,W) of pair `i` at `pre`'s size: `mask/<name>` when given, else estimated from `pre`."
     f = ds.root / 'mask' / ds.names[i]
-    if f.exists(): return _read_mask(f, (pre.shape[-1], pre.shape[-2])), 'given'
+    if f.exists(): return read_mask(f, (pre.shape[-1], pre.shape[-2])), 'given'
     return estimate_lesion_mask(pre), 'estimated'
 
 def fit_blend_baseline(ds: PairedDataset, indices: Sequence[int], size: int) -> tuple[Tensor, float]:
@@ -421,14 +421,14 @@ def evaluate_treatment(checkpoint, pairs_dir, out, sessions: Sequence[float] = (
                 'mask_source': ', '.join(f'{sum(r["mask"] == s for r in rows)} {s}' for s in ('given', 'estimated')),
                 'checkpoint': str(pred.checkpoint)}
     grid = _dose_strip(rows, strips, sessions, t.dose, n_strip)
-    _write_report(Path(out), summary, rows, grid, grid_name='dose_strip.png', csv_name='per_pair.csv',
+    write_report(Path(out), summary, rows, grid, grid_name='dose_strip.png', csv_name='per_pair.csv',
                   title='Laser treatment prediction: held-out pairs', headline=TREAT_HEADLINE, explain=TREAT_EXPLAIN)
     return summary
 
 def _treatment_summary(rows: list[dict], sessions: list[float], unit: str) -> dict:
     "Means of the per-pair numbers, the dose-response curve and the two pass/fail facts, JSON-safe."
     col = lambda k: np.array([r[k] for r in rows], dtype=np.float64)
-    mean = lambda k: _finite(np.nanmean(col(k))) if np.isfinite(col(k)).any() else None
+    mean = lambda k: finite_or_none(np.nanmean(col(k))) if np.isfinite(col(k)).any() else None
     keys = [k for k in rows[0] if k not in ('file', 'mask', 'monotone', unit)]
     out = {'n_images': len(rows), **{f'{k}_mean': mean(k) for k in keys}}
     out['clearance_mae_pct'] = out.pop('clearance_abs_err_pct_mean')
