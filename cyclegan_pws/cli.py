@@ -127,10 +127,12 @@ def synth(out: Path = typer.Option(..., '--out', help='Folder to write the datas
           size: int = typer.Option(128, '--size', help='Image side in pixels.'),
           seed: int = typer.Option(0, '--seed', help='Random seed: the same seed writes the same files.'),
           test_frac: float = typer.Option(0.2, '--test-frac', help='Fraction of each domain held out for testing.'),
-          pairs: Optional[int] = typer.Option(None, '--pairs', help='Treatment pairs to write (default: --n).')):
+          pairs: Optional[int] = typer.Option(None, '--pairs', help='Treatment pairs to write (default: --n).'),
+          doses_per_face: int = typer.Option(3, '--doses-per-face', help='Treatment pairs per face, at different numbers of sessions (1..15).')):
     "Write a synthetic healthy/PWS dataset with ground truth and simulated treatment pairs."
     from cyclegan_pws.synth import write_synthetic_dataset
-    res = write_synthetic_dataset(out, n, size=size, seed=seed, test_frac=test_frac, n_pairs=pairs, progress=sys.stderr.isatty())
+    res = write_synthetic_dataset(out, n, size=size, seed=seed, test_frac=test_frac, n_pairs=pairs, progress=sys.stderr.isatty(),
+                                  doses_per_face=doses_per_face)
     counts = ', '.join(f'{k} {res[k]}' for k in ('trainA', 'testA', 'trainB', 'testB', 'pairs'))
     typer.echo(f"synth: {counts} ({res['written']} written, the rest already there) in {res['root']}")
 
