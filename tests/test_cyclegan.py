@@ -3,11 +3,11 @@ import json, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from cyclegan_pws.cyclegan import CycleGAN, run_config, train_cyclegan
-from cyclegan_pws.engine import fit, seed_everything, list_checkpoints
+from cyclegan_pws.engine import seed_everything, list_checkpoints
 from cyclegan_pws.synth import write_synthetic_dataset
+from conftest import fit_until, assert_same_training_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,9 +17,6 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp('data')
     write_synthetic_dataset(d, n=6, size=32, test_frac=0.2, n_pairs=0)
     return d
-
-
-class Stop(Exception): pass
 
 
 def _rc(data, steps=4, **train):
@@ -32,26 +29,16 @@ def _train(rc, out, stop_at=None, resume=None):
     from cyclegan_pws.data import UnpairedDataset
     seed_everything(rc.train.seed); task = CycleGAN(rc.task, seed=rc.train.seed)
     ds = UnpairedDataset(rc.data.root, 'train', 32, flip=True, seed=rc.data.seed)
-    def on_log(rec):
-        if rec['step'] == stop_at: raise Stop
-    try: fit(task, ds, rc.train, out, resume=resume, progress=False, on_log=on_log)
-    except Stop: pass
-    return task
+    return fit_until(task, ds, rc.train, out, stop_at, resume)
 
 
-@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+@pytest.mark.parametrize('precision', ['fp32', 'bf16', 'fp16'])
 def test_resume_is_bit_identical(data, tmp_path, precision):
     rc = _rc(data, precision=precision)  # 4 steps > 1 epoch (3 steps): the resume crosses an epoch boundary
     straight = _train(rc, tmp_path / 'a')
     _train(rc, tmp_path / 'b', stop_at=2)
     resumed = _train(rc, tmp_path / 'b', resume='auto')
-    sa, sb = straight.state_dict(), resumed.state_dict()
-    assert sa.keys() == sb.keys()
-    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert not diff, f'differ after resume: {diff[:5]}'
-    for k in ('G', 'D'):
-        a, b = straight.optimizers()[k].state_dict()['state'], resumed.optimizers()[k].state_dict()['state']
-        assert all(torch.equal(a[i]['exp_avg_sq'], b[i]['exp_avg_sq']) for i in a)
+    assert_same_training_state(straight, resumed)
 
 
 def test_damaged_newest_checkpoint_falls_back(data, tmp_path):

@@ -2,9 +2,7 @@
 clearance grows with dose; beats "return the pre image" and "blend toward the mean post image" inside the
 lesion), exact resume, the `treat` commands end to end, and pairing problems of a real-pairs folder."""
 import json, shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -12,10 +10,10 @@ from typer.testing import CliRunner
 
 from cyclegan_pws.cli import app
 from cyclegan_pws.data import PairedDataset
-from cyclegan_pws.engine import fit, seed_everything
+from cyclegan_pws.engine import seed_everything
 from cyclegan_pws.synth import write_synthetic_dataset
-from cyclegan_pws.treatment import (PairSubset, Treatment, evaluate_treatment, load_treatment, split_pairs,
-                                    train_treatment, treatment_config)
+from cyclegan_pws.treatment import PairSubset, Treatment, evaluate_treatment, split_pairs, train_treatment, treatment_config
+from conftest import fit_until, assert_same_training_state
 
 # The smallest setting found to pass with margin: 64 px synthetic pairs (series of 3 doses per face), tiny preset.
 # 400 steps gave a monotone but flat dose response (19 -> 21 -> 22% at 1/5/10 sessions); 800 steps 8 -> 16 -> 20%.
@@ -77,22 +75,15 @@ def small_pairs(tmp_path_factory):
     return root / 'pairs'
 
 
-class Stop(Exception): pass
-
-
 def _train(rc, out, stop_at=None, resume=None):
     seed_everything(rc.train.seed)
     task = Treatment(rc.task, seed=rc.train.seed)
     ds = PairedDataset(rc.data.root, 64, flip=True, seed=rc.data.seed)
     train = PairSubset(ds, split_pairs(ds, rc.task.test_frac)['train'])
-    def on_log(rec):
-        if rec['step'] == stop_at: raise Stop
-    try: fit(task, train, rc.train, out, resume=resume, progress=False, on_log=on_log)
-    except Stop: pass
-    return task, len(train)
+    return fit_until(task, train, rc.train, out, stop_at, resume), len(train)
 
 
-@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+@pytest.mark.parametrize('precision', ['fp32', 'bf16', 'fp16'])
 def test_resume_is_bit_identical(small_pairs, tmp_path, precision):
     rc = treatment_config('tiny', str(small_pairs), train={'steps': 4, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1,
                                                            'keep': 2, 'precision': precision})
@@ -100,12 +91,7 @@ def test_resume_is_bit_identical(small_pairs, tmp_path, precision):
     assert n_train // 2 < 4  # the 4 steps cross an epoch boundary (new flips and order after resuming)
     _train(rc, tmp_path / 'b', stop_at=2)
     resumed, _ = _train(rc, tmp_path / 'b', resume='auto')
-    sa, sb = straight.state_dict(), resumed.state_dict()
-    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert not diff, f'differ after resume: {diff[:5]}'
-    for k in ('G', 'D'):
-        a, b = straight.optimizers()[k].state_dict()['state'], resumed.optimizers()[k].state_dict()['state']
-        assert all(torch.equal(a[i]['exp_avg_sq'], b[i]['exp_avg_sq']) for i in a)
+    assert_same_training_state(straight, resumed)
 
 
 def test_cli_train_predict_evaluate(small_pairs, tmp_path):
