@@ -7,14 +7,23 @@ Times one call on a (batch, 3, size, size) float32 batch in [-1, 1] at p=1, forw
 (gradient w.r.t. the images, as in a G update). The two implementations run interleaved, best of `--repeats`
 after one warm-up, so load from other jobs on a shared machine distorts the ratios least. `paper` is Zhao et
 al.'s DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans, BSD-2), inlined below: no per-image p, no
-clamping, index gathers instead of kornia warps. Prints a table and a JSON line.
+clamping, index gathers instead of kornia warps. A second table times `translate_px` (one gather) against the
+kornia `translate` warp (nearest `grid_sample`) it replaced, on the same shifts, for both padding modes. Prints
+the tables and a JSON line.
 """
 import argparse, json, platform, time
 
 import torch
 import torch.nn.functional as F
 
-from cyclegan_pws.diffaugment import diff_augment
+from kornia.geometry.transform import translate
+
+from cyclegan_pws.diffaugment import diff_augment, translate_px
+
+
+def warp_translate_px(x, shift, padding_mode='zeros'):
+    "The previous `translate_px`: kornia's nearest-neighbour warp (grid_sample, no XLA lowering), in float32."
+    return translate(x.float(), shift.float(), mode='nearest', padding_mode=padding_mode, align_corners=True).to(x.dtype)
 
 
 # --- Zhao et al. 2020, DiffAugment_pytorch.py (reference, unchanged apart from formatting) ---
@@ -101,6 +110,16 @@ def main():
             ms = best_ms(fns, x, bw, a.repeats, CLOCKS[a.clock]) + [None]
             row[f'ours_{key}_ms'], row[f'paper_{key}_ms'] = ms[0], ms[1]
         rows.append(row)
+    shift = torch.randint(-a.size // 8, a.size // 8 + 1, (a.batch, 2), generator=torch.Generator().manual_seed(1))
+    trans_rows = []
+    for pm in ('zeros', 'reflection'):
+        assert torch.equal(translate_px(x, shift, pm), warp_translate_px(x, shift, pm))    # same pixels, bit for bit
+        row = {'padding_mode': pm}
+        for bw in (False, True):
+            key = 'fwd_bwd' if bw else 'fwd'
+            fns = [lambda t: translate_px(t, shift, pm), lambda t: warp_translate_px(t, shift, pm)]
+            row[f'gather_{key}_ms'], row[f'warp_{key}_ms'] = best_ms(fns, x, bw, a.repeats, CLOCKS[a.clock])
+        trans_rows.append(row)
     f = lambda v: f'{v:8.1f}' if v is not None else '       -'
     r = lambda o, p: f'{o / p:6.2f}x' if p else '      -'
     print(f'DiffAugment, batch {a.batch}x3x{a.size}x{a.size} float32, p=1, {platform.processor() or platform.machine()}, '
@@ -109,8 +128,13 @@ def main():
     for w in rows:
         print(f'{w["policy"]:26} {f(w["ours_fwd_ms"])} {f(w["paper_fwd_ms"])} {r(w["ours_fwd_ms"], w["paper_fwd_ms"])} | '
               f'{f(w["ours_fwd_bwd_ms"])} {f(w["paper_fwd_bwd_ms"])} {r(w["ours_fwd_bwd_ms"], w["paper_fwd_bwd_ms"])}')
+    print(f'\ntranslate_px (gather) vs the kornia warp it replaced, same shifts (up to 1/8 of the size each way)')
+    print(f'{"padding":26} {"gather":>8} {"warp":>8} {"ratio":>7} | {"gth f+b":>8} {"warp f+b":>8} {"ratio":>7}')
+    for w in trans_rows:
+        print(f'{w["padding_mode"]:26} {f(w["gather_fwd_ms"])} {f(w["warp_fwd_ms"])} {r(w["gather_fwd_ms"], w["warp_fwd_ms"])} | '
+              f'{f(w["gather_fwd_bwd_ms"])} {f(w["warp_fwd_bwd_ms"])} {r(w["gather_fwd_bwd_ms"], w["warp_fwd_bwd_ms"])}')
     result = {'batch': a.batch, 'size': a.size, 'threads': torch.get_num_threads(), 'clock': a.clock, 'torch': torch.__version__,
-              'repeats': a.repeats, 'rows': rows}
+              'repeats': a.repeats, 'rows': rows, 'translate_px': trans_rows}
     print(json.dumps(result))
     if a.json:
         with open(a.json, 'w') as fh: json.dump(result, fh, indent=1)

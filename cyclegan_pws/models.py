@@ -14,8 +14,8 @@ import torch.nn as nn
 from .io import UserError
 
 # %% auto #0
-__all__ = ['PRESETS', 'GENERATORS', 'DISCRIMINATORS', 'instance_norm', 'conv_block', 'upsample_block', 'n_params', 'ResnetBlock',
-           'ResnetGenerator', 'FiLM', 'film', 'UnetGenerator', 'PatchDiscriminator', 'receptive_field',
+__all__ = ['PRESETS', 'GENERATORS', 'DISCRIMINATORS', 'instance_norm', 'conv_block', 'NearestUp2x', 'upsample_block', 'n_params',
+           'ResnetBlock', 'ResnetGenerator', 'FiLM', 'film', 'UnetGenerator', 'PatchDiscriminator', 'receptive_field',
            'whole_image_map_sizes', 'WholeImageDiscriminator', 'ViTDiscriminator', 'init_weights', 'ModelConfigError',
            'ModelConfig', 'get_config', 'build_generator', 'build_discriminator', 'check_size', 'param_counts',
            'forward_gflops', 'model_stats']
@@ -35,14 +35,40 @@ def conv_block(c_in: int, c_out: int, k: int = 3, stride: int = 1, pad: int = 1,
     layers.append(nn.ReLU(inplace=True) if act is None else act)
     return layers
 
-# %% ../nbs/06_models.ipynb #4627f766
+# %% ../nbs/06_models.ipynb #dfa72d31
+class _NearestUp2xFn(torch.autograd.Function):
+    "2x nearest up-sampling whose backward is plain tensor ops (ATen's CPU summation order)."
+    @staticmethod
+    def forward(x): return nn.functional.interpolate(x, scale_factor=2.0, mode='nearest')
+
+    @staticmethod
+    def setup_context(ctx, inputs, output): pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        B, C, H2, W2 = grad.shape
+        g = grad.reshape(B, C, H2 // 2, 2, W2 // 2, 2).to(torch.promote_types(grad.dtype, torch.float32))
+        out = g[:, :, :, 0, :, 0] + g[:, :, :, 0, :, 1]                    # the block's top row, then its bottom row
+        out += g[:, :, :, 1, :, 0]
+        out += g[:, :, :, 1, :, 1]
+        return out.to(grad.dtype)
+
+
+class NearestUp2x(nn.Module):
+    "Double height and width by repeating each pixel 2x2: `nn.Upsample(scale_factor=2)`, with a backward every XLA backend lowers."
+    def forward(self, x):
+        # TorchScript and ONNX export trace the forward only, and cannot save a Python autograd.Function
+        if torch.jit.is_tracing(): return nn.functional.interpolate(x, scale_factor=2.0, mode='nearest')
+        return _NearestUp2xFn.apply(x)
+
+# %% ../nbs/06_models.ipynb #80048a02
 def upsample_block(c_in: int, c_out: int, mode: str = 'transpose') -> list[nn.Module]:
     "Double the resolution: `'transpose'` (CycleGAN's ConvTranspose2d) or `'resize'` (nearest up-sample + 3x3 conv)."
     if mode == 'transpose':
         return [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=True),
                 instance_norm(c_out), nn.ReLU(inplace=True)]
     if mode == 'resize':
-        return [nn.Upsample(scale_factor=2, mode='nearest'), *conv_block(c_in, c_out, 3)]
+        return [NearestUp2x(), *conv_block(c_in, c_out, 3)]
     raise ValueError(f"upsample must be 'transpose' or 'resize', not {mode!r}")
 
 # %% ../nbs/06_models.ipynb #1a39d410

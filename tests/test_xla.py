@@ -1,5 +1,6 @@
-"""torch_xla on the XLA CPU backend (PJRT_DEVICE=CPU): training runs, the number of compiled graphs stops growing
-after step 2, no device->host transfer happens inside a step, and SPMD over 2 devices gives the gradients of 1.
+"""torch_xla on the XLA CPU backend (PJRT_DEVICE=CPU): training runs with no op falling back to the CPU, the number
+of compiled graphs stops growing after step 2, no device->host transfer happens inside a step, and SPMD over 2
+devices gives the gradients of 1.
 
 Needs torch_xla (a separate environment: `bash tests/run_xla.sh` creates it and runs this file); skipped otherwise.
 Each check runs in a fresh process (`python tests/test_xla.py MODE OUT`), since SPMD mode and device counts are
@@ -25,9 +26,10 @@ def _task_and_data(spmd: bool):
     from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig
     from cyclegan_pws.engine import TrainConfig, seed_everything
     from cyclegan_pws.models import ModelConfig
-    # a small ResNet + PatchGAN; transposed-conv upsampling and DiffAugment's colour/cutout ops all lower to XLA
-    model = ModelConfig('xla-test', 'resnet', 'patch', ngf=8, n_blocks=1, upsample='transpose', ndf=8, n_layers=2)
-    cfg = CycleGANConfig(model=model, size=32, pool_size=4, augment='ada', policy='color,cutout')
+    # a small ResNet + PatchGAN with the seed/tiny presets' resize-conv up-sampling (NearestUp2x) and DiffAugment's
+    # full default policy (translation is a gather, not grid_sample): every op must lower to XLA
+    model = ModelConfig('xla-test', 'resnet', 'patch', ngf=8, n_blocks=1, upsample='resize', ndf=8, n_layers=2)
+    cfg = CycleGANConfig(model=model, size=32, pool_size=4, augment='ada', policy='color,translation,cutout')
     seed_everything(0); task = CycleGAN(cfg)
     g = torch.Generator().manual_seed(0)
     A = torch.randint(0, 256, (16, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -102,6 +104,7 @@ def test_bf16_spmd_two_devices(trained, tmp_path):
     t = {x['step']: x['transfers'] for x in r['per_step']}
     assert c[STEPS] == c[2] <= 3, c
     assert all(t[s] == t[s - 1] for s in range(2, STEPS + 1) if s % LOG_EVERY), t
+    assert r['fallbacks'] == [], f'ops falling back to the CPU under bf16 SPMD: {r["fallbacks"]}'
     for a, b in zip(r['losses'], trained['losses']):
         for k in b: assert abs(a[k] - b[k]) <= 0.02 * abs(b[k]), (k, a[k], b[k])
 
