@@ -36,13 +36,17 @@ def main():
         rc = demo_config(data, a.size, steps, a.batch)
         rc = replace(rc, train=replace(rc.train, device=a.device, precision=a.precision, log_every=100, ckpt_every=1000))
         run = out / f'run_{steps}'
-        t = time.time(); train_cyclegan(rc, run, resume='auto', progress=False); train_s = time.time() - t
+        t = time.time(); res = train_cyclegan(rc, run, resume='auto', progress=False); train_s = time.time() - t
+        if res['status'] != 'done':  # stopped by a signal or time budget: a half-trained model is not this row
+            print(f"steps {steps}: training {res['status']} at step {res['step']}; not scored (run again to resume)", flush=True)
+            break
         translate_folder(run, data / 'testB', out / f'pred_{steps}', 'B2A', device=a.device)
         m = evaluate_folder(out / f'pred_{steps}', data / 'testB', data / 'testB_clean', data / 'testB_mask', out=out / f'report_{steps}', fid=False)
         rows.append({'steps': steps, 'clearance_mean': round(m['clearance_pct_mean'], 1), 'clearance_median': round(m['clearance_pct_median'], 1),
                      'psnr_outside_db': round(m['psnr_outside_lesion_db_mean'], 2), 'ssim_outside': round(m['ssim_outside_lesion_mean'], 3),
                      'train_s': round(train_s, 1), 's_per_step': round(train_s / steps, 4)})
         print(json.dumps(rows[-1]), flush=True)
+    if not rows: return
     cols = list(rows[0])
     print(' | '.join(f'{c:>16}' for c in cols))
     for r in rows: print(' | '.join(f'{str(r[c]):>16}' for c in cols))
