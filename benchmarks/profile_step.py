@@ -8,8 +8,7 @@ import argparse, json
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig
-from cyclegan_pws.engine import Runner
+from train_step import batches, make  # the same network and batch as the step benchmark
 
 
 def main():
@@ -24,10 +23,8 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
-    task = CycleGAN(CycleGANConfig(model='paper', size=a.size, augment='none'), seed=0).to(a.device)
-    run = Runner(a.device, a.precision)
-    g = torch.Generator().manual_seed(0)
-    batch = {k: torch.randint(0, 256, (1, 3, a.size, a.size), generator=g, dtype=torch.uint8).to(a.device) for k in 'AB'}
+    task, run = make(a.size, a.precision, a.device)  # fp32, bf16 and fp16 are also the benchmark's variant names
+    batch = {k: v.to(a.device) for k, v in batches(a.size, 1)[0].items()}
     for _ in range(a.warmup): task.step(batch, run); run.end_step()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device == 'cuda' else [])
     with profile(activities=acts) as prof:
