@@ -13,14 +13,15 @@ import argparse, contextlib, io, json, platform, signal, socket, statistics, sub
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import skimage.data
 import torch
 
-from cyclegan_pws.app import Remover, process_photo
+from cyclegan_pws.app import process_photo
+from cyclegan_pws.data import to_tensor
 from cyclegan_pws.faces import FaceConfig, crop_face, detect_faces
 from cyclegan_pws.metrics import clearance, estimate_lesion_mask, image_tensor
-from cyclegan_pws.models import build_generator, get_config
+from cyclegan_pws.models import build_generator
+from cyclegan_pws.predict import Translator
 from cyclegan_pws.synth import synthesize_pws, write_synthetic_dataset
 
 SIZES = {'tiny': 64, 'seed': 256, 'paper': 256}
@@ -35,7 +36,8 @@ def timed(f, repeats):
 
 def cold_start(tmp: Path, timeout: float = 120) -> float:
     "Seconds from starting `cyclegan-pws app` to the page answering HTTP 200."
-    from cyclegan_pws.cyclegan import run_config, train_cyclegan
+    from cyclegan_pws.config import run_config
+    from cyclegan_pws.cyclegan import train_cyclegan
     write_synthetic_dataset(tmp / 'data', n=4, size=64, n_pairs=0)
     rc = run_config('tiny', str(tmp / 'data'), task={'size': 64}, train={'steps': 2, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 2})
     with contextlib.redirect_stdout(io.StringIO()): train_cyclegan(rc, tmp / 'run', progress=False)
@@ -66,11 +68,11 @@ def main():
     astro = skimage.data.astronaut()
     photo, _, _ = synthesize_pws(astro, detect_faces(astro)[0].landmarks, rng=3, stage='purple', intensity=1.0)
     crop, crop_ms = timed(lambda: crop_face(photo, FaceConfig(size=256)), a.repeats)
-    before = torch.from_numpy(np.array(crop.image)).permute(2, 0, 1).contiguous()
+    before = to_tensor(crop.image)
     _, measure_ms = timed(lambda: clearance(image_tensor(before), image_tensor(before), estimate_lesion_mask(before)), a.repeats)
     rows = []
     for name in a.presets.split(','):
-        remove = Remover(build_generator(get_config(name)).eval(), SIZES[name])
+        remove = Translator(build_generator(name), SIZES[name])
         remove(before)  # warm-up
         _, remove_ms = timed(lambda: remove(before), a.repeats)
         _, total_ms = timed(lambda: process_photo(photo, remove), a.repeats)

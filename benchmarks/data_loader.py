@@ -15,7 +15,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from cyclegan_pws.data import UnpairedDataset, make_loader
+from cyclegan_pws.data import UnpairedDataset, make_loader, set_epoch
 
 
 def make_dataset(root: Path, n: int, src_size: int = 256, seed: int = 0):
@@ -34,10 +34,9 @@ def make_dataset(root: Path, n: int, src_size: int = 256, seed: int = 0):
 def time_epoch(ds, batch, workers) -> float:
     "Images per second (A+B) over one warm epoch."
     dl = make_loader(ds, batch, seed=0, num_workers=workers)
-    for _ in dl: pass                           # warm-up epoch: worker start-up, page cache
-    dl.sampler.set_epoch(1)
+    for _ in set_epoch(dl, 0): pass             # warm-up epoch: worker start-up, page cache
     t = time.perf_counter(); n = 0
-    for b in dl: n += b['A'].shape[0] + b['B'].shape[0]
+    for b in set_epoch(dl, 1): n += b['A'].shape[0] + b['B'].shape[0]
     return n / (time.perf_counter() - t)
 
 

@@ -21,7 +21,8 @@ import argparse, json, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig
+from cyclegan_pws.config import CycleGANConfig
+from cyclegan_pws.cyclegan import CycleGAN
 from cyclegan_pws.engine import Runner
 
 VARIANTS = {  # name: (precision, CycleGANConfig overrides, TF32 convs/matmuls on CUDA)

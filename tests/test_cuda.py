@@ -6,10 +6,12 @@ import json
 import pytest
 import torch
 
-from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig, run_config, sample_faces, train_cyclegan
+from cyclegan_pws.checkpoint import read_checkpoint, list_checkpoints, seed_everything
+from cyclegan_pws.config import CycleGANConfig, run_config
+from cyclegan_pws.cyclegan import CycleGAN, sample_faces, train_cyclegan
 from cyclegan_pws.data import UnpairedDataset
-from cyclegan_pws.engine import Runner, read_checkpoint, list_checkpoints, resolve_precision, seed_everything
-from cyclegan_pws.evaluate import translate_folder
+from cyclegan_pws.engine import Runner, resolve_precision
+from cyclegan_pws.predict import translate_folder
 from cyclegan_pws.synth import write_synthetic_dataset
 from conftest import fit_until, assert_same_training_state
 
@@ -49,7 +51,7 @@ def test_trains_and_translates(data, tmp_path, precision):
 
 def test_first_step_matches_cpu(data):
     "Same weights, same batch, fp32 with TF32 off: the losses of the first step agree with the CPU's."
-    batch = sample_faces(_rc(data).data, n=4)
+    batch = sample_faces(data, SIZE, n=4)
     cfg = CycleGANConfig(model='tiny', size=SIZE, augment='none', pool_size=0)
     losses = {}
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -73,7 +75,7 @@ def test_resume_is_exact(data, tmp_path, precision, monkeypatch):
         rc = _rc(data, precision=precision)
         def run(out, stop_at=None, resume=None):
             seed_everything(0); task = CycleGAN(rc.task, seed=0)
-            ds = UnpairedDataset(rc.data.root, 'train', SIZE, flip=True, seed=rc.data.seed)
+            ds = UnpairedDataset(rc.data.root, 'train', SIZE, flip=True, seed=rc.train.seed)
             return fit_until(task, ds, rc.train, out, stop_at, resume)
         straight = run(tmp_path / 'a')
         again = run(tmp_path / 'b')

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cyclegan_pws.cyclegan import CycleGAN, run_config, train_cyclegan
-from cyclegan_pws.engine import seed_everything, list_checkpoints
+from cyclegan_pws.checkpoint import seed_everything, list_checkpoints
+from cyclegan_pws.config import run_config
+from cyclegan_pws.cyclegan import CycleGAN, train_cyclegan
 from cyclegan_pws.synth import write_synthetic_dataset
 from conftest import fit_until, assert_same_training_state
 
@@ -22,13 +23,13 @@ def data(tmp_path_factory):
 def _rc(data, steps=4, **train):
     # pool of 2 with batch 2: the pool is full after step 1, so later steps swap images (random, on the state)
     return run_config('tiny', str(data), task={'size': 32, 'pool_size': 2, 'augment': 'ada'},
-                      train={'steps': steps, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1, 'keep': 2, **train})
+                      train={'steps': steps, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1, 'keep': 2, 'precision': 'fp32', **train})
 
 
 def _train(rc, out, stop_at=None, resume=None):
     from cyclegan_pws.data import UnpairedDataset
     seed_everything(rc.train.seed); task = CycleGAN(rc.task, seed=rc.train.seed)
-    ds = UnpairedDataset(rc.data.root, 'train', 32, flip=True, seed=rc.data.seed)
+    ds = UnpairedDataset(rc.data.root, 'train', 32, flip=True, seed=rc.train.seed)
     return fit_until(task, ds, rc.train, out, stop_at, resume)
 
 
@@ -81,6 +82,6 @@ def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
 
 def test_nonfinite_loss_names_the_step(data, tmp_path):
     rc = run_config('tiny', str(data), task={'size': 32, 'lr_g': 1e30, 'lr_d': 1e30},
-                    train={'steps': 6, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1})
+                    train={'steps': 6, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1, 'precision': 'fp32'})
     with pytest.raises(RuntimeError, match=r'step \d+: (loss \w+ is (nan|inf)|weights are NaN/Inf)'):
         train_cyclegan(rc, tmp_path, progress=False)

@@ -9,7 +9,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cyclegan_pws.engine import Task, TrainConfig, fit, seed_everything  # noqa: E402
+from cyclegan_pws.checkpoint import seed_everything  # noqa: E402
+from cyclegan_pws.config import TrainConfig  # noqa: E402
+from cyclegan_pws.engine import Task, fit  # noqa: E402
 
 
 class Regression(Task):
@@ -35,16 +37,17 @@ def _data():
 
 def worker(out):
     seed_everything(0); task = Regression()
-    fit(task, _data(), TrainConfig(steps=6, batch_size=8, log_every=2, ckpt_every=6, device='cpu'), Path(out) / 'run', progress=False)
+    fit(task, _data(), TrainConfig(steps=6, batch_size=8, log_every=2, ckpt_every=6, device='cpu', precision='fp32'), Path(out) / 'run', progress=False)
     rank = int(os.environ.get('RANK', '0'))
     torch.save({k: v.clone() for k, v in task.state_dict().items()}, Path(out) / f'rank{rank}.pt')
 
 
 def worker_cyclegan(out):
     "Tiny CycleGAN with ADA: every rank must hold the same weights and the same augmentation probability."
-    from cyclegan_pws.cyclegan import CycleGAN, run_config
+    from cyclegan_pws.config import run_config
+    from cyclegan_pws.cyclegan import CycleGAN
     rc = run_config('tiny', 'unused', task={'size': 32, 'pool_size': 2, 'augment': 'ada'},
-                    train={'steps': 2, 'batch_size': 4, 'log_every': 1, 'ckpt_every': 2, 'device': 'cpu'})
+                    train={'steps': 2, 'batch_size': 4, 'log_every': 1, 'ckpt_every': 2, 'device': 'cpu', 'precision': 'fp32'})
     seed_everything(0); task = CycleGAN(rc.task)
     g = torch.Generator().manual_seed(0)
     data = [{'A': torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8),

@@ -11,12 +11,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cyclegan_pws.cli import app
-from cyclegan_pws.cyclegan import run_config, train_cyclegan
+from cyclegan_pws.checkpoint import CheckpointError
+from cyclegan_pws.config import run_config
+from cyclegan_pws.cyclegan import train_cyclegan
 from cyclegan_pws.data import to_float
-from cyclegan_pws.engine import CheckpointError
-from cyclegan_pws.evaluate import export_generators, load_generator, translate_folder
+from cyclegan_pws.export import export_generators
 from cyclegan_pws.io import UserError, sha256_file
-from cyclegan_pws.models import build_generator, get_config
+from cyclegan_pws.models import build_generator
+from cyclegan_pws.predict import load_predictor, translate_folder
 from cyclegan_pws.synth import write_synthetic_dataset
 
 onnxruntime = pytest.importorskip('onnxruntime')
@@ -41,6 +43,12 @@ def exported(run, tmp_path_factory):
     return out, export_generators(run, out)
 
 
+def load_generator(run_or_checkpoint, direction='B2A'):
+    "(generator, training size) of a run, through the predictor every caller uses."
+    tr = load_predictor(run_or_checkpoint, 'cyclegan', direction)
+    return tr.net, tr.size
+
+
 def _u8(path) -> torch.Tensor: return torch.from_numpy(np.asarray(Image.open(path).convert('RGB')).copy()).permute(2, 0, 1)
 
 
@@ -55,7 +63,7 @@ def test_load_generator_reads_safetensors_only(run, tmp_path):
     for ck in (copy / 'checkpoints').iterdir(): (ck / 'state.pt').unlink()  # the pickle-based state is never read
     g, size = load_generator(copy, 'B2A')
     assert size == 32 and not g.training
-    ref = build_generator(get_config('tiny'))
+    ref = build_generator('tiny')
     assert not torch.equal(ref.state_dict()['model.1.weight'], g.state_dict()['model.1.weight'])
 
 
@@ -109,7 +117,7 @@ def test_export_files_match_pytorch(run, exported):
         with torch.no_grad(): ts = torch.jit.load(str(out / f'generator_{d}.torchscript.pt'))(x)
         torch.testing.assert_close(ts, eager, rtol=0, atol=1e-6)
         from safetensors.torch import load_file
-        g2 = build_generator(get_config('tiny')); g2.load_state_dict(load_file(str(out / f'generator_{d}.safetensors'))); g2.eval()
+        g2 = build_generator('tiny'); g2.load_state_dict(load_file(str(out / f'generator_{d}.safetensors'))); g2.eval()
         with torch.no_grad(): assert torch.equal(g2(x), eager)
         assert card['checks'][d]['onnxruntime_max_abs_diff'] < 1e-3
 

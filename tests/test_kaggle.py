@@ -4,17 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from cyclegan_pws import kaggle as K
+from cyclegan_pws import kaggle as K, kaggle_kernel as KK
+from cyclegan_pws.config import KAGGLE_WORKING_ENV
 from cyclegan_pws.cli import main
 from cyclegan_pws.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = ROOT / K.KERNEL_DIR
+KERNEL = ROOT / KK.KERNEL_DIR
 
 
 # ---------------------------------------------------------------- the committed kernel
 def test_committed_kernel_matches_generator():
-    assert K.check_kernel(KERNEL) == [], 'kaggle_kernel/ is stale: run `cyclegan-pws kaggle build` and commit it'
+    assert KK.check_kernel(KERNEL) == [], 'kaggle_kernel/ is stale: run `cyclegan-pws kaggle build` and commit it'
 
 
 def test_committed_metadata_picks_the_tpu_and_nothing_that_overrides_it():
@@ -22,17 +23,17 @@ def test_committed_metadata_picks_the_tpu_and_nothing_that_overrides_it():
     assert meta['machine_shape'] == 'TpuV5E8' and meta['enable_tpu'] is True and meta['enable_gpu'] is False
     assert 'docker_image' not in meta
     assert meta['enable_internet'] is True and meta['kernel_type'] == 'notebook'
-    assert meta['code_file'] == K.NOTEBOOK_NAME and (KERNEL / meta['code_file']).is_file()
-    assert meta['dataset_sources'] == [K.HEALTHY_DATASET] and meta['kernel_sources'] == []
-    nb = json.loads((KERNEL / K.NOTEBOOK_NAME).read_text())
+    assert meta['code_file'] == KK.NOTEBOOK_NAME and (KERNEL / meta['code_file']).is_file()
+    assert meta['dataset_sources'] == [KK.HEALTHY_DATASET] and meta['kernel_sources'] == []
+    nb = json.loads((KERNEL / KK.NOTEBOOK_NAME).read_text())
     assert 'kaggle' not in nb['metadata']
     assert all(c.get('outputs', []) == [] for c in nb['cells'])
 
 
 def test_resume_from_adds_kernel_sources():
-    m = K.kernel_metadata('me', resume_from='me/cyclegan-pws-train')
+    m = KK.kernel_metadata('me', resume_from='me/cyclegan-pws-train')
     assert m['kernel_sources'] == ['me/cyclegan-pws-train']
-    with pytest.raises(K.KaggleError, match='owner/slug'): K.kernel_metadata('me', resume_from='cyclegan-pws-train')
+    with pytest.raises(KK.KaggleError, match='owner/slug'): KK.kernel_metadata('me', resume_from='cyclegan-pws-train')
 
 
 # ---------------------------------------------------------------- the kernel notebook, executed
@@ -41,11 +42,11 @@ def run_kernel(monkeypatch, inp: Path, work: Path, **settings) -> dict:
     from execnb.nbio import read_nb
     from execnb.shell import CaptureShell
     monkeypatch.setenv('CYCLEGAN_PWS_KAGGLE_INPUT', str(inp))
-    monkeypatch.setenv(K.WORKING_ENV, str(work))
+    monkeypatch.setenv(KAGGLE_WORKING_ENV, str(work))
     base = dict(preset='tiny', size=32, batch=2, precision='fp32', fid=0, synth_n=3, reserve='0s')
     for k, v in {**base, **settings}.items(): monkeypatch.setenv(f'CYCLEGAN_PWS_{k.upper()}', str(v))
     monkeypatch.chdir(work.parent)
-    nb = read_nb(KERNEL / K.NOTEBOOK_NAME)
+    nb = read_nb(KERNEL / KK.NOTEBOOK_NAME)
     CaptureShell().run_all(nb, exc_stop=True)
     def text(c):
         return ''.join(''.join(o.get('text', '')) if o.get('output_type') == 'stream'
@@ -96,7 +97,7 @@ def test_kernel_falls_back_to_synthetic_faces(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match='training on synthetic faces'):
         out = run_kernel(monkeypatch, tmp_path / 'in', w, steps=1, pws_dataset='me/pws-photos', export=0)
     assert 'synthetic faces (nothing usable was attached)' in out['data'], out['data']
-    assert (w / 'data' / 'synthetic' / K.DATA_MARKER).is_file()
+    assert (w / 'data' / 'synthetic' / KK.DATA_MARKER).is_file()
     s = expect_outputs(w, export=False)
     assert s['training']['status'] == 'done' and s['export'] == [] and not (w / 'export').exists()
     assert s['evaluated_split'] == 'trainB'                      # 3 faces per domain: no test split
@@ -112,14 +113,14 @@ def test_raw_photo_folders_are_cropped_once(tmp_path):
     a.mkdir(parents=True); b.mkdir(parents=True)
     Image.fromarray(skimage.data.astronaut()).save(a / 'astronaut.png')
     shutil.copy(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False), b / 'hopper.jpg')
-    ds, src = K.training_data(tmp_path / 'w' / 'data', pws='me/pws-photos', size=64, root=root, test_frac=0.0)
+    ds, src = KK.training_data(tmp_path / 'w' / 'data', pws='me/pws-photos', size=64, root=root, test_frac=0.0)
     assert ds == tmp_path / 'w' / 'data' / 'dataset' and 'face crops of' in src
     assert [p.name for p in (ds / 'trainA').iterdir()] == ['astronaut.png']
     assert [p.name for p in (ds / 'trainB').iterdir()] == ['hopper.png']
-    assert json.loads((ds / K.DATA_MARKER).read_text())['pws'] == 'me/pws-photos'
+    assert json.loads((ds / KK.DATA_MARKER).read_text())['pws'] == 'me/pws-photos'
     # the next session sees that output under its input root: copied, not cropped again
     shutil.copytree(tmp_path / 'w', root / 'prev-run')
-    ds2, src2 = K.training_data(tmp_path / 'w2' / 'data', pws='me/pws-photos', size=64, root=root)
+    ds2, src2 = KK.training_data(tmp_path / 'w2' / 'data', pws='me/pws-photos', size=64, root=root)
     assert ds2 == tmp_path / 'w2' / 'data' / 'dataset' and src2.startswith('prepared dataset')
     assert not (tmp_path / 'w2' / 'data' / 'crops').exists()
 
@@ -178,9 +179,9 @@ def test_push_fills_metadata_and_calls_the_cli(fake_cli):
     assert argv[:3] == ['kernels', 'push', '-p'] and argv[4:] == ['--accelerator', 'TpuV5E8']
     meta = json.loads((fake_cli / 'pushed' / 'kernel-metadata.json').read_text())
     assert meta['id'] == 'me/cyclegan-pws-train' and meta['machine_shape'] == 'TpuV5E8' and 'docker_image' not in meta
-    assert meta['dataset_sources'] == [K.HEALTHY_DATASET, 'me/pws-photos', 'me/cyclegan-pws-wheel']
+    assert meta['dataset_sources'] == [KK.HEALTHY_DATASET, 'me/pws-photos', 'me/cyclegan-pws-wheel']
     assert meta['kernel_sources'] == ['me/cyclegan-pws-train']
-    nb = json.loads((fake_cli / 'pushed' / K.NOTEBOOK_NAME).read_text())
+    nb = json.loads((fake_cli / 'pushed' / KK.NOTEBOOK_NAME).read_text())
     assert 'kaggle' not in nb['metadata']
     assert "setting('pws_dataset', 'me/pws-photos')" in ''.join(next(c for c in nb['cells'] if c['id'] == 'settings')['source'])
     assert 'https://www.kaggle.com/code/me/cyclegan-pws-train' in out

@@ -7,7 +7,8 @@ instead of minutes on a 2-core CPU (inductor itself took ~100 s for the tiny Res
 import pytest, torch
 import torch.nn.functional as F
 
-from cyclegan_pws.models import build_discriminator, build_generator, model_stats, PRESETS
+from cyclegan_pws.config import MODEL_PRESETS
+from cyclegan_pws.models import build_discriminator, build_generator, model_stats
 
 
 @pytest.mark.parametrize('kind', ['resnet', 'unet'])
@@ -56,7 +57,7 @@ def test_generator_learns_a_colour_shift():
 
 
 def test_model_stats_for_every_preset():
-    for name in PRESETS:
+    for name in MODEL_PRESETS:
         for size in (128, 256):
             s = model_stats(name, size)
             assert s['g_params'] > 0 and s['d_params'] > 0 and s['g_gflops'] > 0 and s['d_gflops'] > 0, s

@@ -57,3 +57,29 @@ def test_readme_main_job_is_the_demo():
     "The README's first command runs the main job on the built-in default."
     readme = (ROOT / 'README.md').read_text()
     assert 'pip install -e . && cyclegan-pws demo --out demo' in readme
+
+
+MODULES = sorted(p for p in (ROOT / 'cyclegan_pws').glob('*.py') if p.name not in ('_modidx.py', '__init__.py'))
+
+
+def test_modules_stay_small():
+    "One module, one job: none grows past ~450 lines (split it by responsibility when it does)."
+    long = {p.name: n for p in MODULES if (n := len(p.read_text().splitlines())) > 460}
+    assert not long, f'modules over 460 lines: {long}'
+
+
+def test_no_private_name_is_imported_across_modules():
+    "A name starting with `_` is its module's business; another module needing it means it should be public."
+    bad = []
+    for p in MODULES:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or '').startswith('cyclegan_pws')):
+                bad += [f'{p.name}: {node.module}.{a.name}' for a in node.names if a.name.startswith('_')]
+    assert not bad, bad
+
+
+def test_only_checkpoint_reads_and_writes_checkpoint_files():
+    "One module owns the run folder's checkpoint files; everyone else goes through `checkpoint.load_run` & co."
+    names = ('weights.safetensors', 'state.pt', 'meta.json')
+    bad = [p.name for p in MODULES if p.name != 'checkpoint.py' and any(n in p.read_text() for n in names)]
+    assert not bad, bad

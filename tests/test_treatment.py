@@ -10,9 +10,12 @@ from typer.testing import CliRunner
 
 from cyclegan_pws.cli import app
 from cyclegan_pws.data import PairedDataset
-from cyclegan_pws.engine import seed_everything
+from cyclegan_pws.checkpoint import seed_everything
+from cyclegan_pws.config import run_config
+
 from cyclegan_pws.synth import write_synthetic_dataset
-from cyclegan_pws.treatment import PairSubset, Treatment, evaluate_treatment, split_pairs, train_treatment, treatment_config
+from cyclegan_pws.evaluate import evaluate_treatment
+from cyclegan_pws.treatment import PairSubset, Treatment, split_pairs, train_treatment
 from conftest import fit_until, assert_same_training_state
 
 # The smallest setting found to pass with margin: 64 px synthetic pairs (series of 3 doses per face), tiny preset.
@@ -32,7 +35,7 @@ def pairs(tmp_path_factory):
 @pytest.fixture(scope='module')
 def metrics(pairs, tmp_path_factory):
     run = tmp_path_factory.mktemp('run')
-    rc = treatment_config('tiny', str(pairs), train={'steps': STEPS, 'batch_size': BATCH, 'log_every': 50,
+    rc = run_config('tiny', str(pairs), kind='treatment', train={'steps': STEPS, 'batch_size': BATCH, 'log_every': 50,
                                                      'ckpt_every': STEPS, 'precision': 'fp32', 'seed': 0})
     res = train_treatment(rc, run, progress=False)
     assert res['status'] == 'done' and res['n_test'] >= 10
@@ -78,14 +81,14 @@ def small_pairs(tmp_path_factory):
 def _train(rc, out, stop_at=None, resume=None):
     seed_everything(rc.train.seed)
     task = Treatment(rc.task, seed=rc.train.seed)
-    ds = PairedDataset(rc.data.root, 64, flip=True, seed=rc.data.seed)
+    ds = PairedDataset(rc.data.root, 64, flip=True, seed=rc.train.seed)
     train = PairSubset(ds, split_pairs(ds, rc.task.test_frac)['train'])
     return fit_until(task, train, rc.train, out, stop_at, resume), len(train)
 
 
 @pytest.mark.parametrize('precision', ['fp32', 'bf16', 'fp16'])
 def test_resume_is_bit_identical(small_pairs, tmp_path, precision):
-    rc = treatment_config('tiny', str(small_pairs), train={'steps': 4, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1,
+    rc = run_config('tiny', str(small_pairs), kind='treatment', train={'steps': 4, 'batch_size': 2, 'log_every': 1, 'ckpt_every': 1,
                                                            'keep': 2, 'precision': precision})
     straight, n_train = _train(rc, tmp_path / 'a')
     assert n_train // 2 < 4  # the 4 steps cross an epoch boundary (new flips and order after resuming)

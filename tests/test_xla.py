@@ -23,9 +23,9 @@ STEPS, LOG_EVERY = 6, 3
 
 
 def _task_and_data(spmd: bool):
-    from cyclegan_pws.cyclegan import CycleGAN, CycleGANConfig
-    from cyclegan_pws.engine import TrainConfig, seed_everything
-    from cyclegan_pws.models import ModelConfig
+    from cyclegan_pws.checkpoint import seed_everything
+    from cyclegan_pws.config import CycleGANConfig, ModelConfig, TrainConfig
+    from cyclegan_pws.cyclegan import CycleGAN
     # a small ResNet + PatchGAN with the seed/tiny presets' resize-conv up-sampling (NearestUp2x) and DiffAugment's
     # full default policy (translation is a gather, not grid_sample): every op must lower to XLA
     model = ModelConfig('xla-test', 'resnet', 'patch', ngf=8, n_blocks=1, upsample='resize', ndf=8, n_layers=2)
