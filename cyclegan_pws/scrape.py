@@ -4,25 +4,35 @@
 
 # %% ../nbs/01_scrape.ipynb #861f9ae1
 from __future__ import annotations
-import io, logging, os, re, time
-from collections import Counter
+import io, ipaddress, json, logging, os, re, socket, threading, time
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import urljoin, urlsplit
 
 import cyclegan_pws
-from .io import UserError, ImageError, MissingInput, Manifest, read_image, read_jsonl, save_image, sha256_bytes
+from .io import (UserError, ImageError, MissingInput, Manifest, atomic_write_bytes, read_image, read_jsonl,
+                             save_image, sha256_bytes)
 
-try: import requests
-except ImportError: raise UserError('requests is not installed; run `pip install "cyclegan-pws[scrape]"`') from None
+try:
+    import requests, urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+except ImportError: raise UserError('requests or urllib3>=2.3 is not installed; run `pip install "cyclegan-pws[scrape]"`') from None
+if not hasattr(urllib3.response.HTTPResponse, 'read1'):  # the rate check reads whatever has arrived (urllib3 2.3+)
+    raise UserError(f'urllib3 {urllib3.__version__} is too old for the downloader; run `pip install "cyclegan-pws[scrape]"`')
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['SERPAPI_ENV', 'SERPAPI_KEY_URL', 'SEED_QUERIES', 'MANIFEST', 'SEARCH_CACHE', 'MissingAPIKey', 'SearchError',
-           'serpapi_key', 'scrub', 'serpapi_client', 'search_page', 'search_images', 'DownloadConfig', 'DownloadError',
-           'Fetched', 'fetch', 'decode', 'phash_distance', 'download_images', 'scrape', 'read_url_list',
+__all__ = ['SERPAPI_ENV', 'SERPAPI_KEY_URL', 'SEED_QUERIES', 'MANIFEST', 'PENDING', 'SEARCH_CACHE', 'MissingAPIKey',
+           'SearchError', 'serpapi_key', 'scrub', 'serpapi_client', 'search_page', 'search_images', 'DownloadConfig',
+           'DownloadError', 'Fetched', 'address_problem', 'AddressRefused', 'resolve_public', 'GuardedAdapter',
+           'guarded_session', 'fetch', 'decode', 'phash_distance', 'download_images', 'scrape', 'read_url_list',
            'download_urls']
 
 # %% ../nbs/01_scrape.ipynb #fd7c7bbf
@@ -132,9 +142,20 @@ def search_images(query: str, client=None, max_pages: int = 2, **kw) -> Iterator
         yield from hits
 
 # %% ../nbs/01_scrape.ipynb #9b456e04
+@lru_cache(maxsize=64)
+def _networks(specs: tuple) -> tuple:
+    "`ipaddress` networks for strings like '127.0.0.1', '10.0.0.0/8' or '::1'; a one-line error for a typo."
+    nets = []
+    for s in specs:
+        try: nets.append(ipaddress.ip_network(s, strict=False))
+        except ValueError:
+            raise UserError(f'allow_networks: {s!r} is not an IP address or network; '
+                            f'write e.g. 127.0.0.1, 10.0.0.0/8 or ::1') from None
+    return tuple(nets)
+
 @dataclass(frozen=True)
 class DownloadConfig:
-    "Limits and politeness for image downloads."
+    "Limits, politeness and the address guard for image downloads."
     connect_timeout: float = 10.0   # seconds to open the connection
     read_timeout: float = 30.0      # seconds of silence allowed between bytes
     retries: int = 3                # extra attempts after a transient failure
@@ -143,8 +164,22 @@ class DownloadConfig:
     max_redirects: int = 5
     min_side: int = 128             # smaller images are useless at 256 px training size: skipped
     phash_distance: int = 8         # Hamming distance (of 64 bits) at or below which two photos are the same
-    delay: float = 0.0              # seconds to wait between downloads (politeness)
+    delay: float = 0.0              # seconds between the starts of two downloads from one host (politeness)
     user_agent: str = f'cyclegan-pws/{cyclegan_pws.__version__} (+https://github.com/szczekulskij/cyclegan-pws)'
+    deadline: float = 60.0          # seconds for one URL in all: connects, redirects, body, retries and their waits
+    min_rate: float = 1024.0        # bytes/s: a body averaging less is abandoned as stalled (0: no rate check)...
+    rate_grace: float = 5.0         # ...once it has been arriving for this many seconds
+    workers: int = 4                # downloads in flight at once
+    per_host: int = 2               # of which at most this many from one host
+    allow_networks: tuple = ()      # non-public addresses/networks that may be fetched, e.g. ('127.0.0.1',)
+
+    def __post_init__(self):
+        nets = (self.allow_networks,) if isinstance(self.allow_networks, str) else tuple(self.allow_networks)
+        object.__setattr__(self, 'allow_networks', tuple(str(n).strip() for n in nets))
+        _networks(self.allow_networks)  # a typo fails here, not at the first download
+        for name in ('deadline', 'workers', 'per_host'):
+            if not getattr(self, name) > 0:
+                raise UserError(f'DownloadConfig.{name} must be > 0, got {getattr(self, name)!r}')
 
 class DownloadError(Exception):
     "A URL that gave no usable image; the message goes into the manifest."
@@ -158,22 +193,207 @@ class Fetched:
     content_type: str
     final_url: str
 
+# %% ../nbs/01_scrape.ipynb #a0b8a3e9
+_NAT64 = ipaddress.ip_network('64:ff9b::/96')
+
+def _embedded_ipv4(ip) -> Optional[ipaddress.IPv4Address]:
+    "The IPv4 address an IPv6 one really leads to (IPv4-mapped, NAT64, 6to4), if any."
+    if ip.version != 6: return None
+    if ip.ipv4_mapped is not None: return ip.ipv4_mapped
+    if ip in _NAT64: return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+def address_problem(ip, allow: Iterable[str] = ()) -> Optional[str]:
+    "Why `ip` must not be fetched ('loopback', 'private', 'link-local', ...), or None if it is public or allowed."
+    ip = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    inner = _embedded_ipv4(ip)
+    if inner is not None: ip = inner  # judge where the packets go, not how the address is spelled
+    if any(ip in n for n in _networks(tuple(allow)) if n.version == ip.version): return None
+    for why, bad in (('unspecified', ip.is_unspecified), ('loopback', ip.is_loopback), ('link-local', ip.is_link_local),
+                     ('multicast', ip.is_multicast), ('reserved', ip.is_reserved), ('private', ip.is_private)):
+        if bad: return why
+    return None if ip.is_global else 'not public'
+
+# %% ../nbs/01_scrape.ipynb #233f6690
+class AddressRefused(DownloadError):
+    "A host that resolves to an address that is neither public nor allowed; never retried."
+    def __init__(self, host: str, ip: str, why: str):
+        what = f'{ip} is {why}' if host.strip('[]').split('%')[0] == ip else f'{host} resolves to {ip} ({why})'
+        super().__init__(what); self.host, self.ip, self.why = host, ip, why
+
+def resolve_public(host: str, port: int, allow: Iterable[str] = ()) -> list[tuple]:
+    "The `getaddrinfo` records of `host`, all checked; `AddressRefused` unless every address is public or allowed."
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        why = address_problem(sockaddr[0], allow)
+        if why: raise AddressRefused(host, sockaddr[0], why)
+    return infos
+
+# %% ../nbs/01_scrape.ipynb #81086741
+_local = threading.local()  # the deadline of the URL this thread is downloading
+
+def _watch(sock, owned: bool = False):
+    "Put `sock` under the current URL's deadline, if any, so that its watchdog can cut it."
+    dl = getattr(_local, 'deadline', None)
+    if dl is not None and sock is not None: dl.watch(sock, owned)
+    elif owned: sock.close()
+
+def _cut(sock):
+    "Shut the TCP connection of `sock` down both ways: a read blocked on it in another thread returns at once."
+    try: socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket method, also for a TLS socket
+    except OSError: pass  # already closed or never connected
+
+class _Deadline:
+    "One URL's time budget over all its attempts; a watchdog timer cuts its connections when it runs out."
+    def __init__(self, seconds: float, stop: Optional[_Stop] = None):
+        self.seconds, self.end, self.stop = seconds, time.monotonic() + seconds, stop
+        self.reason, self.got, self._socks, self._lock, self._done = None, 0, [], threading.Lock(), False
+        self._timer = threading.Timer(seconds, self.expire, (f'deadline {seconds:g} s exceeded',))
+        self._timer.daemon = True
+
+    def remaining(self) -> float: return self.end - time.monotonic()
+
+    def watch(self, sock, owned: bool = False):
+        "Cut `sock` when the deadline passes (at once if it has); an `owned` one (a dup) is closed at the end."
+        with self._lock:  # cuts and closes under one lock: never a cut on a descriptor number reused elsewhere
+            if self._done:
+                if owned: sock.close()
+                return
+            self._socks.append((sock, owned))
+            if self.reason: _cut(sock)
+
+    def expire(self, reason: str):
+        "Cut every watched connection; the first reason is the one reported."
+        with self._lock:
+            if self._done or self.reason: return
+            self.reason = reason
+            for sock, _ in self._socks: _cut(sock)
+
+    def __enter__(self):
+        _local.deadline = self; self._timer.start()
+        if self.stop is not None: self.stop.add(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel(); _local.deadline = None
+        if self.stop is not None: self.stop.discard(self)
+        with self._lock:
+            self._done, socks, self._socks = True, self._socks, []
+            for sock, owned in socks:
+                if owned: sock.close()
+
+class _Stop:
+    "The live deadlines of one run, so that an interrupted run cuts all its downloads at once."
+    def __init__(self): self.reason, self._live, self._lock = None, set(), threading.Lock()
+
+    def add(self, dl: _Deadline):
+        with self._lock: self._live.add(dl); reason = self.reason
+        if reason: dl.expire(reason)
+
+    def discard(self, dl: _Deadline):
+        with self._lock: self._live.discard(dl)
+
+    def __call__(self, reason: str = 'cancelled: the run was interrupted'):
+        with self._lock: self.reason, live = reason, list(self._live)
+        for dl in live: dl.expire(reason)
+
+def _stalled(got: int, elapsed: float, cfg: DownloadConfig) -> Optional[str]:
+    "Why a body that brought `got` bytes in `elapsed` s is abandoned: average below `cfg.min_rate` after the grace."
+    if cfg.min_rate > 0 and elapsed >= cfg.rate_grace and got < cfg.min_rate * elapsed:
+        return f'stalled: {got / elapsed:,.0f} B/s below min {cfg.min_rate:,.0f} B/s ({got:,} bytes in {elapsed:.1f} s)'
+    return None
+
+# %% ../nbs/01_scrape.ipynb #62dbdd8a
+class _Pinned:
+    "urllib3 connection mixin: resolve once, check every address, connect to exactly a checked one."
+    allow: tuple = ()
+
+    def _new_conn(self) -> socket.socket:
+        host = self._dns_host.replace('%25', '%') if ':' in self._dns_host else self._dns_host  # [fe80::1%25eth0]
+        try: infos = resolve_public(host, self.port, self.allow)
+        except socket.gaierror as e: raise NameResolutionError(self.host, self, e) from e
+        err = None
+        for family, kind, proto, _, sockaddr in infos:  # the checked records: no second lookup
+            sock = socket.socket(family, kind, proto)
+            # the deadline watches a duplicate descriptor: TLS wrapping detaches `sock`, and an HTTP/1.0 response
+            # takes the socket away from the connection, but a dup always reaches the same TCP connection
+            if getattr(_local, 'deadline', None) is not None: _watch(sock.dup(), owned=True)
+            try:
+                for opt in self.socket_options or (): sock.setsockopt(*opt)
+                if self.timeout is None or isinstance(self.timeout, (int, float)): sock.settimeout(self.timeout)
+                if self.source_address: sock.bind(self.source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as e: sock.close(); err = e
+        if isinstance(err, TimeoutError):
+            raise ConnectTimeoutError(self, f'Connection to {self.host} timed out. (connect timeout={self.timeout})') from err
+        raise NewConnectionError(self, f'Failed to establish a new connection: {err}') from err
+
+    def request(self, *args, **kw):
+        _watch(self.sock)  # a pooled keep-alive connection, reused for this URL (None: it connects in _new_conn)
+        return super().request(*args, **kw)
+
+@lru_cache(maxsize=None)
+def _pool_classes(allow: tuple) -> dict:
+    "urllib3 pool classes (by scheme) whose connections are pinned and checked against `allow`."
+    http = type('PinnedHTTPConnection', (_Pinned, HTTPConnection), {'allow': allow})
+    https = type('PinnedHTTPSConnection', (_Pinned, HTTPSConnection), {'allow': allow})
+    return {'http': type('PinnedHTTPConnectionPool', (HTTPConnectionPool,), {'ConnectionCls': http}),
+            'https': type('PinnedHTTPSConnectionPool', (HTTPSConnectionPool,), {'ConnectionCls': https})}
+
+class GuardedAdapter(requests.adapters.HTTPAdapter):
+    "A `requests` adapter that connects only to public (or allowed) addresses, checked after DNS, never re-resolved."
+    __attrs__ = requests.adapters.HTTPAdapter.__attrs__ + ['allow']
+
+    def __init__(self, allow: Iterable[str] = (), **kw):
+        self.allow = tuple(allow); _networks(self.allow); super().__init__(**kw)
+
+    def init_poolmanager(self, *args, **kw):
+        super().init_poolmanager(*args, **kw)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.allow)
+
+    def proxy_manager_for(self, proxy, **kw):
+        raise DownloadError(f'refused to download through the proxy {scrub(proxy)}: it would resolve names where '
+                            f'the address guard cannot check them; unset HTTP_PROXY/HTTPS_PROXY/ALL_PROXY')
+
+def guarded_session(cfg: DownloadConfig = DownloadConfig(), session: Optional[requests.Session] = None) -> requests.Session:
+    "`session` (or a new one that ignores proxy variables) with a `GuardedAdapter` on every http(s) prefix."
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False
+    prefixes = {p for p in session.adapters if p.lower().startswith(('http://', 'https://'))} | {'http://', 'https://'}
+    for p in prefixes:
+        a = session.adapters.get(p)
+        if not (isinstance(a, GuardedAdapter) and a.allow == cfg.allow_networks):
+            session.mount(p, GuardedAdapter(cfg.allow_networks, pool_maxsize=max(10, cfg.workers)))
+    return session
+
 # %% ../nbs/01_scrape.ipynb #d0948353
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT = (408, 429, 500, 502, 503, 504)
+_CHUNK = 64 * 1024
 
 def _check_scheme(url: str):
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ('http', 'https'):
         raise DownloadError(f'refused {scheme or "schemeless"}:// URL (only http and https are fetched)')
 
-def _fetch_once(url: str, session: requests.Session, cfg: DownloadConfig) -> Fetched:
-    "One attempt: follow redirects by hand, check status, type and size; raise `DownloadError`."
+def _fetch_once(url: str, session: requests.Session, cfg: DownloadConfig, dl: _Deadline) -> Fetched:
+    "One attempt: follow redirects by hand, check status, type, size and rate; raise `DownloadError`."
     for hop in range(cfg.max_redirects + 1):
         _check_scheme(url)
+        left = dl.remaining()
+        if left <= 0: raise DownloadError(f'deadline {cfg.deadline:g} s exceeded')
         try:
+            # a read timeout past the deadline is left to the watchdog (+1 s: only a backstop), so that the
+            # deadline, not a socket timeout racing it, is what the record says
             r = session.get(url, stream=True, allow_redirects=False, headers={'User-Agent': cfg.user_agent},
-                            timeout=(cfg.connect_timeout, cfg.read_timeout))
+                            timeout=(min(cfg.connect_timeout, left), min(cfg.read_timeout, left + 1.0)))
+        except AddressRefused as e:
+            raise DownloadError(f'refused {url}: {e}; only public addresses are fetched '
+                                f'(allow a trusted network explicitly with allow_networks)') from None
+        except requests.exceptions.SSLError as e:  # a certificate that does not match will not match next time
+            raise DownloadError(f'{type(e).__name__}: {scrub(e)}') from None
         except (requests.ConnectionError, requests.Timeout) as e:
             raise DownloadError(f'{type(e).__name__}: {scrub(e)}', transient=True) from None
         except requests.RequestException as e:
@@ -189,28 +409,45 @@ def _fetch_once(url: str, session: requests.Session, cfg: DownloadConfig) -> Fet
             declared = r.headers.get('content-length', '')
             if declared.isdigit() and int(declared) > cfg.max_bytes:
                 raise DownloadError(f'{int(declared):,} bytes declared, over the {cfg.max_bytes:,}-byte cap')
-            body = bytearray()
+            body, start, dl.got = bytearray(), time.monotonic(), 0
             try:
-                for chunk in r.iter_content(64 * 1024):
-                    body += chunk
+                while chunk := r.raw.read1(_CHUNK, decode_content=True):  # returns as soon as bytes arrive
+                    body += chunk; dl.got = len(body)
                     if len(body) > cfg.max_bytes:
                         raise DownloadError(f'body passed the {cfg.max_bytes:,}-byte cap while streaming')
-            except requests.RequestException as e:  # read timeout or connection dropped mid-body
-                raise DownloadError(f'{type(e).__name__}: {scrub(e)}', transient=True) from None
+                    if why := _stalled(len(body), time.monotonic() - start, cfg): raise DownloadError(why)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                raise DownloadError(f'{type(e).__name__}: {scrub(e)}', transient=True) from None  # timeout, dropped
             return Fetched(bytes(body), ctype, url)
     raise DownloadError(f'more than {cfg.max_redirects} redirects')
 
+def _fetch(url: str, session: requests.Session, cfg: DownloadConfig, sleep: Callable[[float], None],
+           stop: Optional[_Stop] = None) -> Fetched:
+    "`fetch` over a guarded `session`, its deadline registered with the run's `stop`."
+    with _Deadline(cfg.deadline, stop) as dl:
+        for attempt in range(cfg.retries + 1):
+            try:
+                got = _fetch_once(url, session, cfg, dl)
+                if dl.reason: raise DownloadError(dl.reason)  # cut: a close-delimited body or header block just ends
+                return got
+            except Exception as e:
+                if dl.reason:  # the watchdog cut the connection: whatever broke, this is why
+                    raise DownloadError(dl.reason + (f' after {dl.got:,} bytes of the body' if dl.got else '')) from None
+                if not isinstance(e, DownloadError): raise
+                if not e.transient or attempt == cfg.retries:
+                    if attempt: raise DownloadError(f'{e} (after {attempt + 1} attempts)') from None
+                    raise
+                pause = _backoff(attempt, cfg.backoff, e.retry_after)
+                if pause >= dl.remaining():  # no time left for another attempt
+                    n = attempt + 1
+                    raise DownloadError(f'deadline {cfg.deadline:g} s exceeded after {n} attempt{"s" * (n > 1)} '
+                                        f'(last: {e})') from None
+                sleep(pause)
+
 def fetch(url: str, session: Optional[requests.Session] = None, cfg: DownloadConfig = DownloadConfig(),
           sleep: Callable[[float], None] = time.sleep) -> Fetched:
-    "Download `url` within `cfg`'s limits, retrying transient failures with exponential backoff."
-    session = session or requests.Session()
-    for attempt in range(cfg.retries + 1):
-        try: return _fetch_once(url, session, cfg)
-        except DownloadError as e:
-            if not e.transient or attempt == cfg.retries:
-                if attempt: raise DownloadError(f'{e} (after {attempt + 1} attempts)') from None
-                raise
-            sleep(_backoff(attempt, cfg.backoff, e.retry_after))
+    "Download `url` from public addresses only, within `cfg`'s limits and deadline, retrying transient failures."
+    return _fetch(url, guarded_session(cfg, session), cfg, sleep)
 
 # %% ../nbs/01_scrape.ipynb #6fd5b684
 def decode(data: bytes):
@@ -224,6 +461,7 @@ def phash_distance(a: str, b: str) -> int:
 
 # %% ../nbs/01_scrape.ipynb #ab6ecdcc
 MANIFEST = 'manifest.jsonl'
+PENDING = 'pending.jsonl'
 _HIT_FIELDS = ('url', 'query', 'page', 'position', 'source', 'site', 'title')
 
 def _as_hit(item) -> dict:
@@ -235,12 +473,17 @@ def _iso(t: float) -> str:
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t))
 
 class _Store:
-    "The output folder: its manifest, the latest record per URL and the index of kept photos."
+    "The output folder: manifest, latest record per URL, kept photos, and the journal of finished but unrecorded downloads."
     def __init__(self, out, phash_distance: int):
         self.out = Path(out); self.out.mkdir(parents=True, exist_ok=True)
         self.manifest, self.max_dist = Manifest(self.out / MANIFEST, key='url'), phash_distance
         self.latest = {r['url']: r for r in self.manifest.records if 'url' in r}
         self.kept = {r['sha256']: r for r in self.latest.values() if r.get('status') == 'ok'}
+        self.kept_files = {r['file'] for r in self.kept.values()}
+        for tmp in self.out.glob('.*.png.*.tmp'): tmp.unlink(missing_ok=True)  # a photo half-saved by a killed run
+        self.journal = Manifest(self.out / PENDING, key='url')
+        self.pending = {r['url']: r for r in self.journal.records if r.get('url') and r['url'] not in self.latest}
+        self.lock, self._next_start = threading.Lock(), {}
 
     def same_as(self, sha: str, phash: str) -> Optional[dict]:
         "The kept record that this photo duplicates (exactly or perceptually), if any."
@@ -250,20 +493,56 @@ class _Store:
 
     def add(self, rec: dict) -> dict:
         self.manifest.append(rec); self.latest[rec['url']] = rec
-        if rec['status'] == 'ok': self.kept[rec['sha256']] = rec
+        if rec['status'] == 'ok': self.kept[rec['sha256']] = rec; self.kept_files.add(rec['file'])
         return rec
 
+    def stage(self, rec: dict) -> dict:
+        "Journal a finished download (from any worker thread), so a kill before it is recorded does not lose it."
+        with self.lock: self.journal.append(rec); self.pending[rec['url']] = rec
+        return rec
+
+    def record(self, rec: dict) -> dict:
+        "Append `rec`'s final manifest line; a staged photo ('fetched') becomes `ok` or the `duplicate` of a kept one."
+        if rec['status'] == 'fetched':
+            kept = self.same_as(rec['sha256'], rec['phash'])
+            if kept is None: rec = {**rec, 'status': 'ok'}
+            else:
+                copy, rec = rec['file'], {k: v for k, v in rec.items() if k != 'file'}
+                rec.update(status='duplicate', duplicate_of=kept['file'], distance=phash_distance(rec['phash'], kept['phash']))
+                if copy not in self.kept_files: (self.out / copy).unlink(missing_ok=True)  # before the line: no orphan
+        self.pending.pop(rec['url'], None)
+        return self.add(rec)
+
+    def slot(self, host: str, delay: float) -> float:
+        "Seconds to wait before a download from `host` may start: `delay` after the previous start there."
+        if delay <= 0: return 0.0
+        with self.lock:
+            now = time.monotonic(); start = max(now, self._next_start.get(host, now))
+            self._next_start[host] = start + delay
+        return start - now
+
+    def finish(self):
+        "Drop the journal lines the manifest now holds: the whole journal once nothing is pending."
+        left = [r for r in self.journal.records if r.get('url') and r['url'] not in self.latest]
+        if not left: self.journal.path.unlink(missing_ok=True)
+        elif len(left) < len(self.journal.records):
+            atomic_write_bytes(self.journal.path, b''.join(json.dumps(r, sort_keys=True).encode() + b'\n' for r in left))
+
 # %% ../nbs/01_scrape.ipynb #158f9323
-def _download_one(hit: dict, store: _Store, session: requests.Session, cfg: DownloadConfig,
-                 sleep=time.sleep, clock=time.time) -> dict:
-    "Fetch, check, de-duplicate and save one hit; append and return its manifest record."
-    rec = {**_as_hit(hit), 'status': 'error', 'error': None}
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or '').lower()
+
+class _Cancelled(Exception):
+    "A download cut short because its run was interrupted: no result; it is fetched again next time."
+
+def _fetch_hit(hit: dict, store: _Store, session: requests.Session, cfg: DownloadConfig,
+               sleep: Callable[[float], None], clock: Callable[[], float], stop: _Stop) -> dict:
+    "Worker: fetch, check and save one hit, then journal it; a new photo is staged as 'fetched' for `_Store.record`."
+    rec = {**hit, 'status': 'error', 'error': None}
+    pause = store.slot(_host(hit['url']), cfg.delay)
+    if pause > 0: sleep(pause)
     try:
-        _check_scheme(rec['url'])
-    except DownloadError as e:
-        return store.add({**rec, 'status': 'skipped', 'error': str(e), 'fetched_at': _iso(clock())})
-    try:
-        got = fetch(rec['url'], session, cfg, sleep)
+        got = _fetch(rec['url'], session, cfg, sleep, stop)
         sha = sha256_bytes(got.data)
         rec.update(sha256=sha, bytes=len(got.data), content_type=got.content_type)
         if got.final_url != rec['url']: rec['final_url'] = got.final_url
@@ -271,22 +550,21 @@ def _download_one(hit: dict, store: _Store, session: requests.Session, cfg: Down
         rec.update(phash=ph, width=im.size[0], height=im.size[1])
         if min(im.size) < cfg.min_side:
             rec.update(status='skipped', error=f'{im.size[0]}x{im.size[1]} is smaller than min_side={cfg.min_side}')
-        elif (kept := store.same_as(sha, ph)) is not None:
-            rec.update(status='duplicate', duplicate_of=kept['file'], distance=phash_distance(ph, kept['phash']))
         else:
             name = f'{sha[:16]}.png'
             save_image(im, store.out / name)  # atomic; lossless, so the bytes we keep are the pixels we decoded
-            rec.update(status='ok', file=name)
+            rec.update(status='fetched', file=name)
     except DownloadError as e: rec['error'] = scrub(e)
     except ImageError as e: rec['error'] = scrub(str(e).replace('<bytes>: ', ''))
+    if rec['status'] == 'error' and stop.reason is not None: raise _Cancelled(stop.reason)
     rec['fetched_at'] = _iso(clock())
-    return store.add(rec)
+    return store.stage(rec)
 
 def download_images(items: Iterable, out, session: Optional[requests.Session] = None,
                     cfg: DownloadConfig = DownloadConfig(), retry_errors: bool = False,
                     sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Counter:
-    "Download URLs (strings or hit/manifest dicts) into `out`, resuming from its manifest; counts per status."
-    store, session, counts, seen = _Store(out, cfg.phash_distance), session or requests.Session(), Counter(), set()
+    "Download URLs (strings or hit/manifest dicts) into `out`, a few at a time, resuming from its manifest; counts per status."
+    store, counts, hits, ready, seen = _Store(out, cfg.phash_distance), Counter(), [], {}, set()
     for item in items:
         hit = _as_hit(item)
         url = hit.get('url')
@@ -295,11 +573,45 @@ def download_images(items: Iterable, out, session: Optional[requests.Session] = 
         prev = store.latest.get(url)
         if prev and not (retry_errors and prev.get('status') == 'error'):
             counts['resumed'] += 1; continue
-        if counts.total() - counts['resumed'] and cfg.delay: sleep(cfg.delay)
-        rec = _download_one(hit, store, session, cfg, sleep, clock)
-        counts[rec['status']] += 1
-        what = rec.get('error') or rec.get('file') or f"same as {rec.get('duplicate_of')}"
-        _log.info('%-9s %s -> %s', rec['status'], url, what)
+        i = len(hits); hits.append(hit)
+        try: _check_scheme(url)
+        except DownloadError as e:
+            ready[i] = {**hit, 'status': 'skipped', 'error': str(e), 'fetched_at': _iso(clock())}; continue
+        staged = store.pending.get(url)
+        if staged and not (retry_errors and staged['status'] == 'error') and \
+                (staged['status'] != 'fetched' or (store.out / staged['file']).exists()):
+            ready[i] = {**staged, **hit}  # finished before the last run was killed: recorded now, not fetched again
+    todo = deque(i for i in range(len(hits)) if i not in ready)
+    session, stop, busy, running = guarded_session(cfg, session), _Stop(), Counter(), {}
+    pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix='cyclegan-pws-download')
+
+    def start():
+        "Hand queued URLs to free workers in input order, passing over hosts that have `per_host` in flight."
+        for i in list(todo):
+            if len(running) >= cfg.workers: return
+            host = _host(hits[i]['url'])
+            if busy[host] < cfg.per_host:
+                todo.remove(i); busy[host] += 1
+                running[pool.submit(_fetch_hit, hits[i], store, session, cfg, sleep, clock, stop)] = (i, host)
+
+    try:
+        for i in range(len(hits)):  # record strictly in input order: the kept photos never depend on timing
+            start()
+            while i not in ready:
+                assert running, 'download loop: nothing in flight'
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    j, host = running.pop(f); busy[host] -= 1
+                    ready[j] = f.result()
+                start()
+            rec = store.record(ready.pop(i))
+            counts[rec['status']] += 1
+            what = rec.get('error') or rec.get('file') or f"same as {rec.get('duplicate_of')}"
+            _log.info('%-9s %s -> %s', rec['status'], rec['url'], what)
+    except BaseException:
+        stop(); raise  # cut the downloads in flight; what finished is journaled
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+    store.finish()
     return counts
 
 # %% ../nbs/01_scrape.ipynb #96d34f13
@@ -315,7 +627,7 @@ def scrape(out, queries: Iterable[str] = SEED_QUERIES, max_pages: int = 2, clien
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cache = Manifest(out / SEARCH_CACHE, key='key')
     pages = {r['key']: r for r in cache.records}
-    counts = Counter()
+    counts, session = Counter(), guarded_session(cfg, session)  # one connection pool for all pages
     for q in queries:
         for page in range(max_pages):
             key = f'{q}\t{page}'

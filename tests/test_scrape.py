@@ -1,6 +1,9 @@
-"""Integration tests of `cyclegan_pws.scrape` against a real HTTP server on 127.0.0.1 (and SerpApi mocked with
-`responses` at the transport level). Timeouts are tiny and backoff sleeps are recorded, not slept."""
-import hashlib, io, json, logging, threading, time
+"""Integration tests of `cyclegan_pws.scrape` against real HTTP(S) servers on loopback addresses (and SerpApi mocked
+with `responses` at the transport level). Timeouts and deadlines are tiny and backoff sleeps are recorded, not slept.
+Hostile servers (drip, hang, slow headers) end when the test's server closes. No test connects anywhere but
+loopback: the autouse `connects` fixture records every connect and refuses any other address before it happens;
+private and metadata addresses come from the stub resolver `fake_dns` and are shown refused without contact."""
+import functools, hashlib, io, ipaddress, json, logging, os, socket, ssl, subprocess, sys, threading, time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,12 +19,14 @@ pytest.importorskip('serpapi'); pytest.importorskip('imagehash'); responses = py
 
 from cyclegan_pws.cli import main
 from cyclegan_pws.io import read_jsonl
-from cyclegan_pws.scrape import (MANIFEST, SEARCH_CACHE, DownloadConfig, MissingAPIKey, SearchError,
-                                 download_images, download_urls, scrape, serpapi_client)
+import cyclegan_pws.scrape as scrape_mod
+from cyclegan_pws.scrape import (MANIFEST, PENDING, SEARCH_CACHE, DownloadConfig, MissingAPIKey, SearchError,
+                                 download_images, download_urls, fetch, scrape, serpapi_client)
 
 SERP = 'https://serpapi.com/search'
 KEY = 'sk-test-9f8e7d6c5b4a'
 CAP = 300_000  # bytes; small so the oversize bodies stay cheap
+LOCAL = ('127.0.0.1',)  # the explicit opt-in that lets these tests fetch from their own loopback server
 
 
 def encode(arr, fmt='JPEG', size=None, **kw):
@@ -50,9 +55,12 @@ assert len(HUGE) > CAP
 
 
 class Server:
-    "A real HTTP server on an ephemeral port; `routes` maps a path to (status, headers, body | callable)."
-    def __init__(self):
-        self.hits, self.routes = Counter(), {}
+    """A real HTTP server on a loopback address; `routes` maps a path to (status, headers, body | callable) or to a
+    function `route(handler, server)` that answers by itself (drips, hangs). Every handler ends when the server
+    closes, so no test leaves a thread behind for long."""
+    def __init__(self, host='127.0.0.1', port=0, tls=None):
+        self.hits, self.routes, self.hosts, self.abandoned = Counter(), {}, [], set()
+        self.closing = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,24 +68,60 @@ class Server:
             def log_message(self, *a): pass
             def do_GET(self):
                 path = urlsplit(self.path).path
-                outer.hits[path] += 1
-                status, headers, body = outer.routes.get(path, (404, {}, b'not found'))
-                if callable(body): body = body()
-                self.send_response(status)
-                headers = {'Content-Length': str(len(body)), **headers}
-                for k, v in headers.items():
-                    if v is not None: self.send_header(k, v)
-                self.end_headers()
-                try: self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError): pass
+                outer.hits[path] += 1; outer.hosts.append(self.headers.get('Host'))
+                route = outer.routes.get(path, (404, {}, b'not found'))
+                try:
+                    if callable(route): return route(self, outer)
+                    status, headers, body = route
+                    if callable(body): body = body()
+                    self.send_response(status)
+                    headers = {'Content-Length': str(len(body)), **headers}
+                    for k, v in headers.items():
+                        if v is not None: self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError): outer.abandoned.add(path)
 
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
-        self.base = f'http://127.0.0.1:{self.httpd.server_port}'
+        if tls: self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_port
+        self.base = f"{'https' if tls else 'http'}://{host}:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.02}, daemon=True).start()
 
     def url(self, path): return self.base + path
-    def close(self): self.httpd.shutdown(); self.httpd.server_close()
+    def close(self): self.closing.set(); self.httpd.shutdown(); self.httpd.server_close()
+
+
+def drip(body, rate=16, ctype='image/jpeg'):
+    "Headers at once, then `body` at `rate` bytes a second: never silent long enough to trip a read timeout."
+    def route(h, srv):
+        h.send_response(200); h.send_header('Content-Type', ctype); h.send_header('Content-Length', str(len(body)))
+        h.end_headers()
+        for i in range(len(body)):
+            if srv.closing.wait(1 / rate): return
+            h.wfile.write(body[i:i + 1])
+    return route
+
+
+def drip_headers(h, srv, rate=16):
+    "A promising start (status, image type), then the rest of the headers a byte at a time; no Content-Length."
+    h.wfile.write(b'HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\n')
+    head = b'X-Padding: ' + b'x' * 4000 + b'\r\n\r\n'
+    for i in range(len(head)):
+        if srv.closing.wait(1 / rate): return
+        h.wfile.write(head[i:i + 1])
+
+
+def hang(h, srv):
+    "Read the request, never answer (until the server closes)."
+    srv.closing.wait(60)
+
+
+def silent_body(h, srv):
+    "Headers promising a body that never comes."
+    h.send_response(200); h.send_header('Content-Type', 'image/jpeg'); h.send_header('Content-Length', '5000')
+    h.end_headers(); srv.closing.wait(60)
 
 
 def slow_body():
@@ -117,9 +161,44 @@ def no_proxy(monkeypatch):
         monkeypatch.delenv(v, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def connects(monkeypatch):
+    "Every socket connect of the test, recorded; one to a non-loopback address is refused here, never attempted."
+    attempts, real = [], socket.socket.connect
+    def loopback(a):
+        try: return ipaddress.ip_address(a.split('%')[0]).is_loopback
+        except ValueError: return False  # a name: socket.connect would resolve it itself
+    def connect(self, address):
+        if isinstance(address, tuple):
+            attempts.append(address[0])
+            if not loopback(address[0]):
+                raise ConnectionRefusedError(f'test guard: no connection to {address[0]} from a test')
+        return real(self, address)
+    monkeypatch.setattr(socket.socket, 'connect', connect)
+    yield attempts
+    outside = [a for a in attempts if not loopback(a)]
+    assert not outside, f'the code under test tried to connect to {outside}'
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    "Install a stub resolver: `fake_dns({name: [ip, ...] | callable(n) -> [ip, ...]})`; returns lookups per name."
+    real, calls = socket.getaddrinfo, Counter()
+    def install(table):
+        def stub(host, port, *a, **kw):
+            if host not in table: return real(host, port, *a, **kw)
+            calls[host] += 1
+            ips = table[host](calls[host]) if callable(table[host]) else table[host]
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, '', (ip, port, 0, 0)) if ':' in ip
+                    else (socket.AF_INET, socket.SOCK_STREAM, 6, '', (ip, port)) for ip in ips]
+        monkeypatch.setattr(socket, 'getaddrinfo', stub)
+        return calls
+    return install
+
+
 def cfg(**kw):
     return DownloadConfig(**{'connect_timeout': 1.0, 'read_timeout': 0.2, 'retries': 2, 'backoff': 0.25,
-                             'max_bytes': CAP, 'min_side': 64, **kw})
+                             'max_bytes': CAP, 'min_side': 64, 'allow_networks': LOCAL, **kw})
 
 
 def run(server, tmp_path, paths, sleeps=None, **kw):
@@ -205,6 +284,16 @@ def test_bad_bodies_are_rejected_and_nothing_is_written(server, tmp_path, path, 
     assert server.hits[path] == 1  # not transient: no retry
 
 
+def test_a_body_cut_short_is_an_error_not_a_truncated_photo(server, tmp_path):
+    def cut(h, srv):  # declares 20,000 bytes, sends 3,000, closes
+        h.send_response(200); h.send_header('Content-Type', 'image/jpeg'); h.send_header('Content-Length', '20000')
+        h.end_headers(); h.wfile.write(ASTRONAUT[:3000])
+    server.routes['/cut.jpg'] = cut
+    counts, recs, out = run(server, tmp_path, ['/cut.jpg'])
+    assert counts == Counter(error=1) and 'IncompleteRead' in recs['/cut.jpg']['error'], recs['/cut.jpg']['error']
+    assert server.hits['/cut.jpg'] == 3 and pngs(out) == []  # a dropped connection is worth another try
+
+
 def test_exif_gps_is_stripped_and_orientation_applied(server, tmp_path):
     assert Image.open(io.BytesIO(GPS)).getexif().get_ifd(0x8825)  # the source really carries GPS
     counts, recs, out = run(server, tmp_path, ['/gps.jpg'])
@@ -245,8 +334,8 @@ def test_interrupted_run_keeps_finished_work(server, tmp_path):
     "A crash mid-run (here: in the clock after the 2nd download) keeps the first two files and their lines."
     out, ticks = tmp_path / 'out', iter([0.0])
     paths = ['/good.jpg', '/cat.jpg', '/good.png']
-    with pytest.raises(StopIteration):
-        download_images([server.url(p) for p in paths], out, cfg=cfg(), clock=lambda: next(ticks) + 1.7e9)
+    with pytest.raises(StopIteration):  # one worker, so the crash point is deterministic
+        download_images([server.url(p) for p in paths], out, cfg=cfg(workers=1), clock=lambda: next(ticks) + 1.7e9)
     # the second image was saved before the crash, but its manifest line was not written: it is fetched again
     assert [r['url'] for r in read_jsonl(out / MANIFEST)] == [server.url('/good.jpg')]
     counts = download_images([server.url(p) for p in paths], out, cfg=cfg())
@@ -263,7 +352,13 @@ def test_download_rebuilds_from_manifest(server, tmp_path):
            [(r['url'], r['status'], r.get('sha256')) for r in recs.values()]
 
 
-def test_cli_download_from_url_list(server, tmp_path, capsys):
+@pytest.fixture
+def cli_allows_loopback(monkeypatch):
+    "The CLI builds its own DownloadConfig; let it fetch from the tests' loopback server (no CLI flag for it yet)."
+    monkeypatch.setattr(scrape_mod, 'DownloadConfig', functools.partial(DownloadConfig, allow_networks=LOCAL))
+
+
+def test_cli_download_from_url_list(server, tmp_path, capsys, cli_allows_loopback):
     urls = tmp_path / 'urls.txt'
     urls.write_text(f"# test\n{server.url('/good.jpg')}\n\n{server.url('/404.jpg')}\n")
     with pytest.raises(SystemExit) as e:
@@ -271,6 +366,321 @@ def test_cli_download_from_url_list(server, tmp_path, capsys):
     assert e.value.code == 0
     cap = capsys.readouterr()
     assert 'ok=1 duplicate=0 skipped=0 error=1 resumed=0' in cap.out and 'HTTP 404' in cap.err
+
+
+# ---------------------------------------------------------------- a hostile web: drip, hang, inward addresses
+
+JPEG10K = encode(skdata.astronaut(), size=(200, 200), quality=75)  # ~10 KB
+CAMERA = encode(np.stack([skdata.camera()] * 3, -1), size=(200, 200), quality=90)
+HOSTILE = cfg(deadline=1.5, read_timeout=30, min_rate=1024, rate_grace=0.3)  # read timeout far above the deadline
+
+
+def names(fake_dns, n):
+    "`n` host names that the stub resolver sends to 127.0.0.1 (one host each, so per-host politeness is not what bounds time)."
+    fake_dns({f'h{i}.test': ['127.0.0.1'] for i in range(n)})
+    return [f'h{i}.test' for i in range(n)]
+
+
+def test_drip_and_hang_urls_are_abandoned_within_the_deadline(server, tmp_path, fake_dns):
+    assert 9_000 < len(JPEG10K) < 12_000  # at 16 B/s the old downloader spent ~11 minutes on it
+    server.routes.update({'/drip.jpg': drip(JPEG10K), '/drip-headers.jpg': drip_headers, '/hang.jpg': hang,
+                          '/silent-body.jpg': silent_body})
+    hosts = names(fake_dns, 9)
+    paths = ['/good.jpg', '/drip.jpg', '/hang.jpg', '/cat.jpg', '/drip-headers.jpg', '/good.png', '/silent-body.jpg',
+             '/404.jpg', '/dup-big.jpg']
+    urls = [f'http://{h}:{server.port}{p}' for h, p in zip(hosts, paths)]
+    out = tmp_path / 'out'
+    t0 = time.monotonic()
+    counts = download_images(urls, out, cfg=HOSTILE)
+    took = time.monotonic() - t0
+    recs = {urlsplit(r['url']).path: r for r in read_jsonl(out / MANIFEST)}
+    assert counts == Counter(ok=3, duplicate=1, error=5)
+    assert [r['url'] for r in read_jsonl(out / MANIFEST)] == urls  # recorded in input order
+    assert recs['/drip.jpg']['error'].startswith('stalled: ') and 'below min 1,024 B/s' in recs['/drip.jpg']['error']
+    for p in ('/hang.jpg', '/drip-headers.jpg', '/silent-body.jpg'):
+        assert recs[p]['error'].startswith('deadline 1.5 s exceeded'), (p, recs[p]['error'])
+    assert recs['/404.jpg']['error'] == 'HTTP 404'
+    assert all(server.hits[p] == 1 for p in paths)  # a stalled or timed-out URL is not tried again
+    assert pngs(out) == sorted(recs[p]['file'] for p in ('/good.jpg', '/cat.jpg', '/good.png'))
+    # a correctness bound, not a benchmark: the hostile URLs overlap (4 workers), each ends at its deadline
+    assert took < HOSTILE.deadline + 3, took
+    deadline = time.monotonic() + 5
+    while '/drip.jpg' not in server.abandoned and time.monotonic() < deadline: time.sleep(0.05)
+    assert '/drip.jpg' in server.abandoned  # the connection really was dropped, not just ignored
+
+
+def test_a_drip_without_rate_check_ends_at_the_deadline_and_retries_respect_it(server, tmp_path):
+    server.routes.update({'/drip.jpg': drip(JPEG10K), '/hang.jpg': hang})
+    sleeps = []
+    t0 = time.monotonic()
+    counts, recs, out = run(server, tmp_path, ['/drip.jpg'], sleeps, deadline=1.0, read_timeout=30, min_rate=0)
+    assert time.monotonic() - t0 < 1.0 + 3
+    assert recs['/drip.jpg']['error'].startswith('deadline 1 s exceeded after ')  # ... N bytes of the body
+    # a server that never answers: the read timeout (0.4 s) trips twice, then the next backoff (0.5 s) would
+    # pass the 1.2 s deadline, so no third attempt is started
+    counts, recs, out = run(server, tmp_path / 'b', ['/hang.jpg'], sleeps, deadline=1.2, read_timeout=0.4, backoff=0.25)
+    err = recs['/hang.jpg']['error']
+    assert err.startswith('deadline 1.2 s exceeded after 2 attempts (last: ReadTimeout'), err
+    assert server.hits['/hang.jpg'] == 2
+    assert sleeps == [0.25]
+
+
+# ---- addresses
+
+@pytest.mark.parametrize('host', ['127.0.0.1', 'localhost', '127.1', '0x7f.0.0.1', '2130706433', '0177.0.0.1',
+                                  '127.0.0.2', '[::1]', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '0.0.0.0', '[::]'])
+def test_defaults_send_nothing_to_loopback(server, tmp_path, connects, host):
+    url = f'http://{host}:{server.port}/good.jpg'
+    out = tmp_path / 'out'
+    counts = download_images([url], out, cfg=DownloadConfig(backoff=0))  # the defaults: no allow_networks
+    [rec] = read_jsonl(out / MANIFEST)
+    assert counts == Counter(error=1)
+    assert rec['error'].startswith(f'refused {url}: ') and 'only public addresses are fetched' in rec['error'], rec
+    assert any(w in rec['error'] for w in ('loopback', 'unspecified')), rec['error']
+    assert connects == [] and sum(server.hits.values()) == 0  # refused before any connection was attempted
+
+
+def test_redirects_to_loopback_names_get_no_request(tmp_path, connects):
+    try: front = Server('127.0.0.2')  # the one address these downloads may use
+    except OSError: pytest.skip('127.0.0.2 is not a local address here')
+    trap = Server('127.0.0.1')
+    targets = [f'http://127.0.0.1:{trap.port}/x.jpg', f'http://localhost:{trap.port}/x.jpg', f'http://127.1:{trap.port}/x.jpg',
+               f'http://[::1]:{trap.port}/x.jpg', f'http://[::ffff:127.0.0.1]:{trap.port}/x.jpg',
+               f'http://0.0.0.0:{trap.port}/x.jpg', f'http://0x7f000001:{trap.port}/x.jpg']
+    trap.routes['/x.jpg'] = (200, {'Content-Type': 'image/jpeg'}, ASTRONAUT)
+    for i, t in enumerate(targets): front.routes[f'/r{i}'] = (302, {'Location': t}, b'')
+    try:
+        out = tmp_path / 'out'
+        counts = download_images([front.url(f'/r{i}') for i in range(len(targets))], out,
+                                 cfg=DownloadConfig(allow_networks=('127.0.0.2',), backoff=0))
+        recs = read_jsonl(out / MANIFEST)
+        assert counts == Counter(error=len(targets))
+        for r, t in zip(recs, targets): assert r['error'].startswith(f'refused {t}: '), r['error']
+        assert sum(trap.hits.values()) == 0 and all(front.hits[f'/r{i}'] == 1 for i in range(len(targets)))
+        assert set(connects) == {'127.0.0.2'}  # the only connections: to the allowed front server
+    finally: front.close(); trap.close()
+
+
+def test_redirects_to_private_and_metadata_addresses_are_refused_before_connecting(server, tmp_path, connects, fake_dns):
+    lookups = fake_dns({'metadata.google.internal': ['169.254.169.254'], 'intranet.corp': ['10.0.0.5'],
+                        'router.lan': ['192.168.1.1'], 'v6.corp': ['fd00::5'], 'cgnat.example': ['100.64.1.1'],
+                        'mixed.example': ['93.184.216.34', '172.16.0.9'],   # one public answer does not save it
+                        'rebind.example': lambda n: ['93.184.216.34'] if n > 1 else ['10.9.9.9']})
+    targets = {'http://169.254.169.254/latest/meta-data/iam/security-credentials/': '169.254.169.254 is link-local',
+               'http://metadata.google.internal/computeMetadata/v1/': 'resolves to 169.254.169.254 (link-local)',
+               'http://[fd00:ec2::254]/latest/meta-data/': 'fd00:ec2::254 is private',
+               'http://[::ffff:169.254.169.254]/latest/meta-data/': 'link-local',
+               'http://[fe80::1%25lo]/x.jpg': 'is link-local',
+               'http://10.0.0.5/x.jpg': '10.0.0.5 is private', 'http://intranet.corp/x.jpg': '10.0.0.5 (private)',
+               'https://router.lan/x.jpg': '192.168.1.1 (private)', 'http://v6.corp:8080/x.jpg': 'fd00::5 (private)',
+               'http://cgnat.example/x.jpg': '100.64.1.1 (not public)', 'http://mixed.example/x.jpg': '172.16.0.9 (private)',
+               'http://rebind.example/x.jpg': '10.9.9.9 (private)'}
+    for i, t in enumerate(targets): server.routes[f'/r{i}'] = (307, {'Location': t}, b'')
+    counts, recs, out = run(server, tmp_path, [f'/r{i}' for i in range(len(targets))])
+    assert counts == Counter(error=len(targets))
+    for i, (t, why) in enumerate(targets.items()):
+        err = recs[f'/r{i}']['error']
+        assert err.startswith(f'refused {t}: ') and why in err, (t, err)
+    assert set(connects) == {'127.0.0.1'} and len(connects) == len(targets)  # only the first hops, to our server
+    assert lookups['rebind.example'] == 1  # checked once; the connection would have used that very answer
+
+
+def test_no_dns_rebinding_window_and_the_host_name_is_kept(tmp_path, connects, fake_dns):
+    try: front = Server('127.0.0.2')
+    except OSError: pytest.skip('127.0.0.2 is not a local address here')
+    try: trap = Server('127.0.0.3', port=front.port)  # same port: only the address differs
+    except OSError: front.close(); pytest.skip('127.0.0.3 is not a local address here, or the port is taken')
+    front.routes['/good.jpg'] = trap.routes['/good.jpg'] = (200, {'Content-Type': 'image/jpeg'}, ASTRONAUT)
+    # first lookup: the allowed address; every later one: another (not allowed) address
+    lookups = fake_dns({'photos.test': lambda n: ['127.0.0.2'] if n == 1 else ['127.0.0.3']})
+    c = DownloadConfig(allow_networks=('127.0.0.2',), min_side=64)
+    try:
+        got = fetch(f'http://photos.test:{front.port}/good.jpg', cfg=c)
+        assert got.data == ASTRONAUT and lookups['photos.test'] == 1
+        assert front.hosts == [f'photos.test:{front.port}'] and sum(trap.hits.values()) == 0
+        with pytest.raises(scrape_mod.DownloadError, match=r'photos.test resolves to 127.0.0.3 \(loopback\)'):
+            fetch(f'http://photos.test:{front.port}/good.jpg', cfg=c)  # the rebound answer is checked, and refused
+        assert sum(trap.hits.values()) == 0 and set(connects) == {'127.0.0.2'}
+    finally: front.close(); trap.close()
+
+
+@pytest.fixture(scope='module')
+def tls_files(tmp_path_factory):
+    "A self-signed certificate for photos.test (and nothing else)."
+    d = tmp_path_factory.mktemp('tls')
+    try:
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=photos.test',
+                        '-addext', 'subjectAltName=DNS:photos.test', '-keyout', str(d / 'key.pem'), '-out', str(d / 'cert.pem')],
+                       check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as e: pytest.skip(f'openssl cannot make a test certificate: {e}')
+    return d / 'cert.pem', d / 'key.pem'
+
+
+def test_https_is_pinned_yet_verified_against_the_name_and_bounded(tmp_path, connects, fake_dns, tls_files):
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); ctx.load_cert_chain(cert, key)
+    sni = []
+    ctx.sni_callback = lambda sock, name, c: sni.append(name)
+    front = Server('127.0.0.1', tls=ctx)
+    front.routes.update({'/good.jpg': (200, {'Content-Type': 'image/jpeg'}, ASTRONAUT), '/drip.jpg': drip(JPEG10K)})
+    mute = socket.create_server(('127.0.0.1', 0))  # accepts TCP, never says a word of TLS: a handshake that hangs
+    fake_dns({'photos.test': ['127.0.0.1']})
+    session = requests.Session(); session.verify = str(cert)  # trust our test CA only
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides session.verify
+    out = tmp_path / 'out'
+    try:
+        counts = download_images([f'https://photos.test:{front.port}/good.jpg', f'https://127.0.0.1:{front.port}/good.jpg',
+                                  f'https://photos.test:{front.port}/drip.jpg', f'https://photos.test:{mute.getsockname()[1]}/x.jpg'],
+                                 out, session=session, cfg=HOSTILE)
+        recs = read_jsonl(out / MANIFEST)
+        assert counts == Counter(ok=1, error=3) and [r['status'] for r in recs] == ['ok', 'error', 'error', 'error'], recs
+        assert 'photos.test' in sni and front.hosts[0] == f'photos.test:{front.port}'  # SNI and Host: the name
+        assert 'certificate' in recs[1]['error'].lower() or 'hostname' in recs[1]['error'].lower(), recs[1]['error']
+        assert recs[2]['error'].startswith('stalled: '), recs[2]['error']
+        assert recs[3]['error'].startswith('deadline 1.5 s exceeded'), recs[3]['error']  # a TLS handshake that hangs
+        assert isinstance(session.get_adapter('https://x/'), scrape_mod.GuardedAdapter)  # the caller's session is guarded
+    finally: front.close(); mute.close()
+
+
+def test_proxies_are_refused_not_bypassed(server, tmp_path, connects):
+    session = requests.Session()
+    session.proxies = {'http': 'http://127.0.0.1:9/'}
+    counts = download_images([server.url('/good.jpg')], tmp_path / 'out', session=session, cfg=cfg())
+    [rec] = read_jsonl(tmp_path / 'out' / MANIFEST)
+    assert counts == Counter(error=1) and 'refused to download through the proxy' in rec['error']
+    assert sum(server.hits.values()) == 0 and connects == []
+
+
+def test_cli_refuses_loopback_by_default(server, tmp_path, capsys, connects):
+    urls = tmp_path / 'urls.txt'
+    urls.write_text(f"{server.url('/good.jpg')}\n")
+    with pytest.raises(SystemExit) as e:
+        main(['download', '--urls', str(urls), '--out', str(tmp_path / 'o')])
+    assert e.value.code == 0
+    cap = capsys.readouterr()
+    assert 'ok=0 duplicate=0 skipped=0 error=1' in cap.out and '127.0.0.1 is loopback' in cap.err
+    assert connects == [] and sum(server.hits.values()) == 0
+
+
+# ---- parallel, polite, resumable
+
+def test_parallel_downloads_are_bounded_and_polite_per_host(server, tmp_path, fake_dns):
+    fake_dns({h: ['127.0.0.1'] for h in ('a.test', 'b.test', 'c.test')})
+    lock, inflight, peak, full = threading.Lock(), Counter(), Counter(), threading.Event()
+    def held(body):
+        def route(h, srv):
+            host = h.headers['Host'].split(':')[0]
+            with lock:
+                inflight[host] += 1; inflight['*'] += 1
+                for k in (host, '*'): peak[k] = max(peak[k], inflight[k])
+                if inflight['*'] >= 4: full.set()
+            full.wait(5)  # hold until 4 are in flight at once (bounded: a one-at-a-time downloader fails after 5 s)
+            time.sleep(0.05)
+            with lock: inflight[host] -= 1; inflight['*'] -= 1
+            h.send_response(200); h.send_header('Content-Type', 'image/jpeg'); h.send_header('Content-Length', str(len(body)))
+            h.end_headers(); h.wfile.write(body)
+        return route
+    bodies = [ASTRONAUT, CHELSEA, COFFEE_PNG, CAMERA]
+    for i in range(12): server.routes[f'/p{i}.jpg'] = held(bodies[i % 4])
+    urls = [f'http://{h}:{server.port}/p{i}.jpg' for i, h in enumerate(['a.test'] * 6 + ['b.test'] * 3 + ['c.test'] * 3)]
+    out = tmp_path / 'out'
+    counts = download_images(urls, out, cfg=cfg(workers=4, per_host=2))
+    assert counts == Counter(ok=4, duplicate=8)
+    assert peak['*'] == 4 and all(peak[h] <= 2 for h in ('a.test', 'b.test', 'c.test')), peak
+    recs = read_jsonl(out / MANIFEST)
+    assert [r['url'] for r in recs] == urls  # in input order, whatever order they finished in
+    assert [r['status'] for r in recs[:4]] == ['ok', 'ok', 'ok', 'ok'] and all(r['status'] == 'duplicate' for r in recs[4:])
+
+
+def test_the_first_copy_is_kept_even_when_it_arrives_last(server, tmp_path):
+    def slow_astronaut():
+        time.sleep(0.5); return ASTRONAUT
+    server.routes['/first.jpg'] = (200, {'Content-Type': 'image/jpeg'}, slow_astronaut)
+    for attempt in range(2):  # twice, in separate folders: the same list keeps the same photo
+        counts, recs, out = run(server, tmp_path / str(attempt), ['/first.jpg', '/dup-big.jpg', '/good.jpg'], read_timeout=5)
+        assert [recs[p]['status'] for p in ('/first.jpg', '/dup-big.jpg', '/good.jpg')] == ['ok', 'duplicate', 'duplicate']
+        assert pngs(out) == [recs['/first.jpg']['file']] and leftovers(out) == []  # the copies' files were removed
+
+
+def test_politeness_delay_spaces_requests_to_one_host(server, tmp_path):
+    sleeps = []
+    run(server, tmp_path, ['/good.jpg', '/good.png', '/cat.jpg'], sleeps, delay=0.5)
+    assert len(sleeps) == 2 and abs(sorted(sleeps)[0] - 0.5) < 0.25 and abs(sorted(sleeps)[1] - 1.0) < 0.25, sleeps
+
+
+CHILD = '''
+import json, sys
+from cyclegan_pws.scrape import DownloadConfig, download_images
+a = json.loads(sys.argv[1])
+download_images(a['urls'], a['out'], cfg=DownloadConfig(**a['cfg']))
+'''
+
+
+def spawn(urls, out, **kw):
+    "A real `download_images` run in a child process, to be killed with SIGKILL."
+    c = {'connect_timeout': 1.0, 'read_timeout': 30, 'deadline': 60, 'max_bytes': CAP, 'min_side': 64,
+         'allow_networks': list(LOCAL), **kw}
+    return subprocess.Popen([sys.executable, '-c', CHILD, json.dumps({'urls': urls, 'out': str(out), 'cfg': c})],
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until(cond, timeout=30):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, 'timed out waiting for the child process'
+        time.sleep(0.02)
+
+
+def complete_lines(path):
+    return path.read_bytes().count(b'\n') if path.exists() else 0
+
+
+def lines(path):
+    "Every line of a JSONL file, each of which must be complete JSON (never half-written)."
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_killed_while_waiting_on_a_hang_loses_nothing_and_fetches_nothing_twice(server, tmp_path):
+    server.routes['/hang.jpg'] = hang
+    paths = ['/hang.jpg', '/good.jpg', '/dup-big.jpg', '/cat.jpg', '/404.jpg', '/good.png', '/html.jpg']
+    urls, out = [server.url(p) for p in paths], tmp_path / 'out'
+    child = spawn(urls, out)
+    try: wait_until(lambda: complete_lines(out / PENDING) == len(paths) - 1)  # all but the hang finished...
+    finally: child.kill(); child.wait()
+    assert lines(out / MANIFEST) == []  # ...and none recorded: the first URL (the hang) holds the order
+    counts = download_images(urls, out, cfg=cfg(deadline=1, read_timeout=30))
+    assert counts == Counter(ok=3, duplicate=1, error=3)
+    assert {p: server.hits[p] for p in paths} == {**{p: 1 for p in paths}, '/hang.jpg': 2}  # only the one in flight
+    recs = lines(out / MANIFEST)
+    assert [r['url'] for r in recs] == urls and recs[0]['error'] == 'deadline 1 s exceeded'
+    assert pngs(out) == sorted(r['file'] for r in recs if r['status'] == 'ok')  # the duplicate's saved copy is gone
+    assert leftovers(out) == [] and not (out / PENDING).exists()
+
+
+@pytest.mark.parametrize('kill_after', [1, 4, 7])
+def test_killed_at_any_point_then_restarted(server, tmp_path, kill_after):
+    "SIGKILL after `kill_after` requests reached the server; the restart records everything, fetching only what was in flight."
+    def slow(body):
+        def answer():
+            time.sleep(0.15); return body
+        return answer
+    bodies = [ASTRONAUT, CHELSEA, COFFEE_PNG, CAMERA, ASTRONAUT_BIG]
+    for i in range(10): server.routes[f'/s{i}.jpg'] = (200, {'Content-Type': 'image/jpeg'}, slow(bodies[i % 5]))
+    urls, out = [server.url(f'/s{i}.jpg') for i in range(10)], tmp_path / 'out'
+    child = spawn(urls, out, workers=2)
+    try: wait_until(lambda: sum(server.hits.values()) >= kill_after)
+    finally: child.kill(); child.wait()
+    done = {r['url'] for r in lines(out / MANIFEST)} | {r['url'] for r in lines(out / PENDING)}  # every line parses
+    before = dict(server.hits)
+    counts = download_images(urls, out, cfg=cfg())
+    assert counts['resumed'] + counts['ok'] + counts['duplicate'] == 10 and counts['error'] == 0, counts
+    for u in urls:
+        p = urlsplit(u).path
+        assert server.hits[p] == (1 if u in done else before.get(p, 0) + 1), (p, u in done, server.hits[p])
+    latest = {r['url']: r for r in lines(out / MANIFEST)}
+    assert list(latest) == urls and [r['status'] for r in latest.values()] == ['ok'] * 4 + ['duplicate'] * 6
+    assert pngs(out) == sorted(r['file'] for r in latest.values() if r['status'] == 'ok')
+    assert leftovers(out) == [] and not (out / PENDING).exists()
 
 
 # ---------------------------------------------------------------- SerpApi
@@ -332,7 +742,7 @@ def test_missing_key_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert 'SERPAPI_API_KEY is not set' in err and 'https://serpapi.com/manage-api-key' in err
 
 
-def test_key_never_appears_in_output_manifest_or_errors(server, tmp_path, monkeypatch, capsys, caplog):
+def test_key_never_appears_in_output_manifest_or_errors(server, tmp_path, monkeypatch, capsys, caplog, cli_allows_loopback):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv('SERPAPI_API_KEY', KEY)
     out = tmp_path / 'out'
