@@ -13,6 +13,7 @@ import typer
 import cyclegan_pws
 from .io import UserError
 from .config import DEFAULT_PRESET, DemoConfig, KernelConfig, TrainConfig, default
+from .scrape import DownloadConfig
 
 # %% auto #0
 __all__ = ['app', 'kaggle_app', 'treat_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth',
@@ -46,23 +47,32 @@ class _EchoHandler(logging.Handler):
     "Progress lines to the current stderr (found at each call, so test runners can capture them)."
     def emit(self, record): typer.echo(self.format(record), err=True)
 
-def _scrape_setup(max_mb: float, phash_distance: int, min_side: int, timeout: float):
+def _scrape_setup(max_mb: float, phash_distance: int, min_side: int, timeout: float, deadline: float, min_rate: float,
+                  workers: int, per_host: int, delay: float, allow_net: Optional[list[str]]):
     "Logging to stderr and the download limits shared by `scrape` and `download`."
     from cyclegan_pws.scrape import DownloadConfig
     lg = logging.getLogger('cyclegan_pws')
     if not any(isinstance(h, _EchoHandler) for h in lg.handlers): lg.addHandler(_EchoHandler())
     lg.setLevel(logging.INFO)
     return DownloadConfig(max_bytes=int(max_mb * 2**20), phash_distance=phash_distance, min_side=min_side,
-                          read_timeout=timeout)
+                          read_timeout=timeout, deadline=deadline, min_rate=min_rate, workers=workers, per_host=per_host,
+                          delay=delay, allow_networks=tuple(allow_net or ()))
 
 def _report(counts, out: Path):
     typer.echo(' '.join(f'{k}={counts.get(k, 0)}' for k in ('ok', 'duplicate', 'skipped', 'error', 'resumed'))
                + f' -> {out} (manifest: {out / "manifest.jsonl"})')
 
-_MAX_MB = typer.Option(25.0, help='Refuse images larger than this many MB.')
-_PHASH = typer.Option(8, help='Photos within this many pHash bits (of 64) of a kept one are duplicates.')
-_MIN_SIDE = typer.Option(128, help='Skip images whose shorter side is below this many pixels.')
-_TIMEOUT = typer.Option(30.0, help='Read timeout per download, seconds.')
+_D = lambda name: default(DownloadConfig, name)
+_MAX_MB = typer.Option(_D('max_bytes') / 2**20, help='Refuse images larger than this many MB.')
+_PHASH = typer.Option(_D('phash_distance'), help='Photos within this many pHash bits (of 64) of a kept one are duplicates.')
+_MIN_SIDE = typer.Option(_D('min_side'), help='Skip images whose shorter side is below this many pixels.')
+_TIMEOUT = typer.Option(_D('read_timeout'), help='Seconds of silence allowed between bytes (within --deadline).')
+_DEADLINE = typer.Option(_D('deadline'), help='Seconds one URL may take in all (connect, redirects, body, retries); past it the URL is recorded as failed and the run moves on.')
+_MIN_RATE = typer.Option(_D('min_rate'), help='Bytes/s: a download averaging less after a short grace period is abandoned as stalled (0: off).')
+_WORKERS = typer.Option(_D('workers'), min=1, help='Downloads at a time.')
+_PER_HOST = typer.Option(_D('per_host'), min=1, help='At most this many downloads at a time from one host.')
+_DELAY = typer.Option(_D('delay'), help='Seconds between the starts of two downloads from one host.')
+_ALLOW_NET = typer.Option(None, '--allow-net', help='Also fetch from this non-public address or network, e.g. 127.0.0.1 or 10.0.0.0/8 (repeatable; by default loopback, private, link-local and metadata addresses are refused).')
 _RETRY = typer.Option(False, '--retry-errors', help='Try URLs that failed in an earlier run again.')
 
 @app.command('scrape')
@@ -70,21 +80,23 @@ def scrape_cmd(out: Path = typer.Option(..., '--out', help='Folder for the photo
                query: Optional[list[str]] = typer.Option(None, '--query', '-q',
                    help="Google Images query (repeatable); default: the seed's five PWS queries."),
                max_pages: int = typer.Option(2, help='Result pages (~100 images, 1 SerpApi search each) per query.'),
-               max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE,
-               timeout: float = _TIMEOUT, retry_errors: bool = _RETRY):
+               max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE, timeout: float = _TIMEOUT,
+               deadline: float = _DEADLINE, min_rate: float = _MIN_RATE, workers: int = _WORKERS, per_host: int = _PER_HOST,
+               delay: float = _DELAY, allow_net: Optional[list[str]] = _ALLOW_NET, retry_errors: bool = _RETRY):
     "Search Google Images via SerpApi (key in SERPAPI_API_KEY) and download the photos, resumably."
     from cyclegan_pws.scrape import scrape, SEED_QUERIES
-    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout)
+    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout, deadline, min_rate, workers, per_host, delay, allow_net)
     _report(scrape(out, query or SEED_QUERIES, max_pages=max_pages, cfg=cfg, retry_errors=retry_errors), out)
 
 @app.command('download')
 def download_cmd(urls: Path = typer.Option(..., '--urls', help='A file of URLs (one per line) or a manifest.jsonl.'),
                  out: Path = typer.Option(..., '--out', help='Folder for the photos and manifest.jsonl.'),
-                 max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE,
-                 timeout: float = _TIMEOUT, retry_errors: bool = _RETRY):
+                 max_mb: float = _MAX_MB, phash_distance: int = _PHASH, min_side: int = _MIN_SIDE, timeout: float = _TIMEOUT,
+                 deadline: float = _DEADLINE, min_rate: float = _MIN_RATE, workers: int = _WORKERS, per_host: int = _PER_HOST,
+                 delay: float = _DELAY, allow_net: Optional[list[str]] = _ALLOW_NET, retry_errors: bool = _RETRY):
     "Download photos from a URL list or a previous manifest (rebuilds a scraped dataset), resumably."
     from cyclegan_pws.scrape import download_urls
-    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout)
+    cfg = _scrape_setup(max_mb, phash_distance, min_side, timeout, deadline, min_rate, workers, per_host, delay, allow_net)
     _report(download_urls(urls, out, cfg=cfg, retry_errors=retry_errors), out)
 
 # %% ../nbs/20_cli.ipynb #79aa7775

@@ -3,7 +3,7 @@ with `responses` at the transport level). Timeouts and deadlines are tiny and ba
 Hostile servers (drip, hang, slow headers) end when the test's server closes. No test connects anywhere but
 loopback: the autouse `connects` fixture records every connect and refuses any other address before it happens;
 private and metadata addresses come from the stub resolver `fake_dns` and are shown refused without contact."""
-import functools, hashlib, io, ipaddress, json, logging, os, socket, ssl, subprocess, sys, threading, time
+import hashlib, io, ipaddress, json, logging, os, socket, ssl, subprocess, sys, threading, time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +27,7 @@ SERP = 'https://serpapi.com/search'
 KEY = 'sk-test-9f8e7d6c5b4a'
 CAP = 300_000  # bytes; small so the oversize bodies stay cheap
 LOCAL = ('127.0.0.1',)  # the explicit opt-in that lets these tests fetch from their own loopback server
+ALLOW_LOCAL = [a for n in LOCAL for a in ('--allow-net', n)]  # the same opt-in on the command line
 
 
 def encode(arr, fmt='JPEG', size=None, **kw):
@@ -352,17 +353,11 @@ def test_download_rebuilds_from_manifest(server, tmp_path):
            [(r['url'], r['status'], r.get('sha256')) for r in recs.values()]
 
 
-@pytest.fixture
-def cli_allows_loopback(monkeypatch):
-    "The CLI builds its own DownloadConfig; let it fetch from the tests' loopback server (no CLI flag for it yet)."
-    monkeypatch.setattr(scrape_mod, 'DownloadConfig', functools.partial(DownloadConfig, allow_networks=LOCAL))
-
-
-def test_cli_download_from_url_list(server, tmp_path, capsys, cli_allows_loopback):
+def test_cli_download_from_url_list(server, tmp_path, capsys):
     urls = tmp_path / 'urls.txt'
     urls.write_text(f"# test\n{server.url('/good.jpg')}\n\n{server.url('/404.jpg')}\n")
     with pytest.raises(SystemExit) as e:
-        main(['download', '--urls', str(urls), '--out', str(tmp_path / 'o'), '--max-mb', '1'])
+        main(['download', '--urls', str(urls), '--out', str(tmp_path / 'o'), '--max-mb', '1', *ALLOW_LOCAL])
     assert e.value.code == 0
     cap = capsys.readouterr()
     assert 'ok=1 duplicate=0 skipped=0 error=1 resumed=0' in cap.out and 'HTTP 404' in cap.err
@@ -742,7 +737,7 @@ def test_missing_key_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert 'SERPAPI_API_KEY is not set' in err and 'https://serpapi.com/manage-api-key' in err
 
 
-def test_key_never_appears_in_output_manifest_or_errors(server, tmp_path, monkeypatch, capsys, caplog, cli_allows_loopback):
+def test_key_never_appears_in_output_manifest_or_errors(server, tmp_path, monkeypatch, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv('SERPAPI_API_KEY', KEY)
     out = tmp_path / 'out'
@@ -751,12 +746,12 @@ def test_key_never_appears_in_output_manifest_or_errors(server, tmp_path, monkey
         rm.get(SERP, json=serp_page([server.url('/good.jpg'), server.url('/404.jpg')]))
         rm.get(SERP, json={'error': "Google hasn't returned any results for this query."})
         with pytest.raises(SystemExit) as e:
-            main(['scrape', '--out', str(out), '-q', 'pws adult'])
+            main(['scrape', '--out', str(out), '-q', 'pws adult', *ALLOW_LOCAL])
         assert e.value.code == 0
         assert all(c['api_key'] == KEY for c in serp_calls(rm))  # the key did go to SerpApi...
         rm.get(SERP, status=401, json={'error': 'Invalid API key. Your API key should be here: https://serpapi.com/manage-api-key'})
         with pytest.raises(SystemExit) as e:
-            main(['scrape', '--out', str(out), '-q', 'pws child'])
+            main(['scrape', '--out', str(out), '-q', 'pws child', *ALLOW_LOCAL])
         assert e.value.code == 2
         rm.remove(responses.GET, SERP)
         rm.get(SERP, body=requests.ConnectionError(f'Max retries exceeded with url: /search?q=x&api_key={KEY}'))
