@@ -15,13 +15,13 @@ from PIL import Image
 from .io import ImageError, UserError, read_image
 from .faces import FaceConfig, FaceRejected, crop_face
 from .data import to_tensor, to_pil
-from .metrics import clearance, estimate_lesion_mask, image_tensor
+from .metrics import clearance, estimate_lesion_mask, image_tensor, change_outside, looks_damaged
 from .predict import Translator, load_predictor
 from .report import png_uri
 
 # %% auto #0
-__all__ = ['PHOTO_MESSAGES', 'GRADE_WORDS', 'CSS', 'DONE', 'PhotoError', 'load_photo', 'load_predictors', 'process_photo',
-           'describe', 'private_upload_dir', 'forget_upload', 'build_app', 'is_loopback', 'launch']
+__all__ = ['PHOTO_MESSAGES', 'GRADE_WORDS', 'DAMAGED', 'CSS', 'DONE', 'PhotoError', 'load_photo', 'load_predictors',
+           'process_photo', 'describe', 'private_upload_dir', 'forget_upload', 'build_app', 'is_loopback', 'launch']
 
 # %% ../nbs/21_app.ipynb #73e0fc29
 class PhotoError(UserError):
@@ -56,7 +56,7 @@ def load_predictors(checkpoint, treatment=None) -> tuple[Translator, Optional[Ca
 # %% ../nbs/21_app.ipynb #15b7c1bc
 def process_photo(image, remove: Callable, treat: Optional[Callable] = None, sessions: Sequence[float] = (1, 5, 10),
                   face: FaceConfig = FaceConfig(size=256)) -> dict:
-    "Face crop, stain removed by `remove`, measured clearance % and grade, and `treat`'s look after each of `sessions`."
+    "Face crop, stain removed by `remove`, measured clearance % and grade, how much changed outside the stain, and `treat`'s look after each of `sessions`."
     photo = load_photo(image)
     try: crop = crop_face(photo, face)
     except FaceRejected as e: raise PhotoError(e.reason, PHOTO_MESSAGES.get(e.reason, str(e))) from None
@@ -67,7 +67,10 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
     c = clearance(image_tensor(before).expand(len(afters), -1, -1, -1), image_tensor(torch.stack(afters)),
                   lesion.expand(len(afters), -1, -1, -1))
     pct, grade = c['clearance_pct'].tolist(), c['grade'].tolist()
+    change = change_outside(image_tensor(before), image_tensor(afters[0]), lesion)
     return dict(crop=crop.image, removed=to_pil(afters[0]), clearance_pct=pct[0], grade=grade[0],
+                changed_outside_pct=float(change['changed_outside_pct'][0]), psnr_outside_db=float(change['psnr_outside_db'][0]),
+                damaged=bool(looks_damaged(change)[0]),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),
                 treatment=[dict(sessions=float(s), image=to_pil(a), clearance_pct=p, grade=g,
                                 extrapolated=s > getattr(treat, 'max_sessions', math.inf))
@@ -75,6 +78,7 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
 
 # %% ../nbs/21_app.ipynb #1253a5f8
 GRADE_WORDS = {0: 'no clearance', 1: 'poor (1–25%)', 2: 'fair (26–50%)', 3: 'good (51–75%)', 4: 'excellent (76–100%)'}
+DAMAGED = 'Warning: the model also changed the face outside the stain, so this picture is not a reliable result.'
 
 def _pct(p: float, g: int) -> str:
     return 'not measured (no stain detected)' if not math.isfinite(p) else f'**{p:.0f}%** (grade {g}: {GRADE_WORDS[g]})'
@@ -83,6 +87,10 @@ def describe(result: dict) -> str:
     "The Markdown summary of a `process_photo` result: clearance and grade, per dose when predicted."
     lines = [f"Birthmark removal: clearance {_pct(result['clearance_pct'], result['grade'])}; "
              f"stain found on {100 * result['lesion_fraction']:.0f}% of the face crop."]
+    if 'damaged' in result:
+        lines.append(f"Outside the stain {result['changed_outside_pct']:.1f}% of the face changed visibly "
+                     f"(PSNR {result['psnr_outside_db']:.0f} dB there)."
+                     + (f' **{DAMAGED}**' if result['damaged'] else ''))
     for t in result['treatment']:
         n = f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}"
         lines.append(f"- after {n}: clearance {_pct(t['clearance_pct'], t['grade'])}"
@@ -149,7 +157,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
                   'caption': f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}: "
                              f"{'–' if not math.isfinite(t['clearance_pct']) else format(t['clearance_pct'], '.0f') + '%'}"}
                  for t in r['treatment']] or None
-        return (DONE, slider, describe(r), strip)
+        return (DAMAGED if r['damaged'] else DONE, slider, describe(r), strip)
 
     with gr.Blocks(title='cyclegan-pws: port-wine stain before/after', analytics_enabled=False) as demo:
         gr.Markdown('# Port-wine stain: before / after\nUpload a face photo. It is processed on this computer and '

@@ -226,6 +226,9 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
                          progress=sys.stderr.isatty())
     typer.echo(f"translate {r['direction']}: {r['translated']} images ({r['resized']} restored from {r['size']} px), "
                f"{r['skipped']} unreadable skipped -> {r['out']}")
+    if r['damaged_files']:
+        typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
+                   f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
 
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_evaluate.ipynb #39aee405
 from __future__ import annotations
-import math, shutil, warnings
+import json, math, shutil, warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,7 +16,9 @@ from torch import Tensor
 from .io import UserError, MissingInput, read_image, image_files, atomic_write_json
 from .data import PairedDataset, to_tensor, to_pil, resize
 from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, clearance_grade, psnr_outside, ssim_outside,
-                                  masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse, surround_mask, fid_kid)
+                                  masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse, surround_mask, fid_kid, removal_sums,
+                                  pooled_clearance, pooled_psnr, bootstrap_clearance)
+from .procedural import face_frame
 from .checkpoint import checkpoint_step, resolve_checkpoint
 from .treatment import split_pairs, dose_column, identity_problems
 from .predict import load_predictor, translate_folder, dose_tag
@@ -25,8 +27,8 @@ from .export import export_generators
 
 # %% auto #0
 __all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'match_files', 'image_metrics',
-           'summarise', 'read_mask', 'evaluate_folder', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment',
-           'evaluate_run']
+           'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder', 'amplified_change',
+           'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'evaluate_run']
 
 # %% ../nbs/19_evaluate.ipynb #985083a1
 def _by_stem(folder) -> dict[str, Path]:
@@ -79,8 +81,11 @@ def summarise(rows: list[dict]) -> dict:
         if k in ('file', 'mask', 'grade'): continue
         v = np.array([r[k] for r in rows], dtype=np.float64)
         v = v[~np.isnan(v)]
+        if k.startswith('clearance_pct'): v = np.maximum(v, -100.0)  # one ruined image must not outweigh all others
         out[f'{k}_mean'] = finite_or_none(v.mean()) if len(v) else None
         out[f'{k}_median'] = finite_or_none(np.median(v)) if len(v) else None
+    ranked = sorted((r for r in rows if 'clearance_pct' in r and not math.isnan(r['clearance_pct'])), key=lambda r: r['clearance_pct'])
+    out['worst'] = [{'file': r['file'], 'clearance_pct': finite_or_none(r['clearance_pct'])} for r in ranked[:5]]
     grades = [int(r['grade']) for r in rows]
     out['grade_histogram'] = {GRADE_NAMES[g]: grades.count(g) for g in (0, 1, 2, 3, 4, -1)}
     # The names the report promises, whatever a row calls them:
@@ -92,7 +97,16 @@ def summarise(rows: list[dict]) -> dict:
 
 # %% ../nbs/19_evaluate.ipynb #a1685253
 EXPLAIN = {
-    'clearance_pct': 'Clearance %: the share of the stain the translation removed. With the clean ground truth '
+    'clearance_pct_pooled': 'Clearance % pooled over the test set: 100·(1 − ΣΔE(prediction, clean) / ΣΔE(input, clean)) over every '
+                            'lesion pixel of every image (CIE76 ΔE*ab), with a 95% bootstrap interval over images. 0% for the '
+                            'untouched input, 100% for the clean face; every stained pixel counts once, so a small faint lesion '
+                            'cannot swing it. The headline.',
+    'delta_e_to_clean': 'Mean ΔE*ab to the clean face over all lesion pixels, in the input (before) and the prediction (after).',
+    'psnr_outside_lesion_db_pooled': 'PSNR (dB) outside the lesion and its guard band, from the squared error pooled over all '
+                                     'images, against the clean face (else the input): is the rest of the face left alone? '
+                                     'Whole image, and within the face (the oval of the five landmarks: skin, eyes, mouth).',
+    'worst': 'The five images with the lowest clearance: look at them in the grid (worst first).',
+    'clearance_pct': 'Clearance % per image (mean and median over images, each clipped at −100%). With the clean ground truth '
                      '(--clean): 100·(1 − mean ΔE(prediction, clean)/mean ΔE(input, clean)) inside the lesion, exactly 0% '
                      'for the untouched input and 100% for the clean face. Without it: the colorimetric clearance below. '
                      'Undefined (null) when the input lesion is not visible (ΔE_before < 2.3, the just-noticeable difference).',
@@ -116,7 +130,10 @@ EXPLAIN = {
     'kid_mean': 'Kernel Inception Distance (mean ± std over subsets); unbiased, better suited to small sets than FID.',
 }
 
-HEADLINE = [('clearance_pct_mean', 'clearance_pct'), ('clearance_pct_median', 'clearance_pct'),
+HEADLINE = [('clearance_pct_pooled', 'clearance_pct_pooled'), ('delta_e_to_clean_before', 'delta_e_to_clean'),
+            ('delta_e_to_clean_after', 'delta_e_to_clean'), ('psnr_outside_lesion_db_pooled', 'psnr_outside_lesion_db_pooled'),
+            ('psnr_outside_lesion_face_db_pooled', 'psnr_outside_lesion_db_pooled'),
+            ('clearance_pct_mean', 'clearance_pct'), ('clearance_pct_median', 'clearance_pct'),
             ('clearance_pct_colorimetric_mean', 'clearance_pct_colorimetric'), ('clearance_pct_colorimetric_of_clean_mean', 'clearance_pct_colorimetric_of_clean'), ('delta_e_before_mean', 'delta_e'),
             ('delta_e_after_mean', 'delta_e'), ('delta_a_before_mean', 'delta_a'), ('delta_a_after_mean', 'delta_a'),
             ('psnr_outside_lesion_db_mean', 'psnr_outside_lesion_db'), ('ssim_outside_lesion_mean', 'ssim_outside_lesion'),
@@ -134,27 +151,48 @@ def read_mask(path, size) -> Tensor:
 
 def _u8(path) -> Tensor: return to_tensor(read_image(path))
 
+def face_region(image_path, h: int, w: int) -> Tensor:
+    "The face (bool (1,1,h,w)): the oval of the landmarks in `<image>.json` (`synth` and `prepare` write them), else a centred ellipse."
+    meta = Path(image_path).with_suffix('.json')
+    try: lm = json.loads(meta.read_text())['landmarks']
+    except (OSError, ValueError, KeyError): return face_ellipse(h, w)
+    return torch.from_numpy(face_frame(lm, h, w)['face'] > 0.5)[None, None]
+
+def pooled_summary(sums: dict[str, list], with_clean: bool) -> dict:
+    "Pooled numbers over all images: clearance vs the clean faces with a 95% bootstrap interval, PSNR outside the lesion (whole image, face)."
+    out = {'psnr_outside_lesion_db_pooled': pooled_psnr(sums['se_out'], sums['n_out']),
+           'psnr_outside_lesion_face_db_pooled': pooled_psnr(sums['se_face'], sums['n_face'])}
+    if not with_clean: return out
+    lo, hi = bootstrap_clearance(sums['de_after'], sums['de_before'])
+    px = float(np.sum(sums['lesion_px']))
+    return {'clearance_pct_pooled': pooled_clearance(sums['de_after'], sums['de_before']), 'clearance_pct_pooled_ci95': [lo, hi],
+            'delta_e_to_clean_before': float(np.sum(sums['de_before'])) / px, 'delta_e_to_clean_after': float(np.sum(sums['de_after'])) / px,
+            **out}
+
 def evaluate_folder(pred_dir, orig_dir, clean_dir=None, mask_dir=None, out='report', feature=None,
                     real_dir=None, fid: bool = True, n_grid: int = 8) -> dict:
     "Evaluate translations in `pred_dir` of the stained images in `orig_dir`; write metrics.json, per_image.csv, grid.png, report.html to `out`."
     out = Path(out)
     items = match_files(orig_dir, pred_dir, clean_dir, mask_dir)
-    rows, n_resized = [], 0
+    rows, n_resized, sums = [], 0, {}
     with torch.inference_mode():
         for it in items:
             orig = read_image(it['orig'])
             pred = read_image(it['pred'])
             n_resized += pred.size != orig.size
+            x, y = image_tensor(orig), image_tensor(_resized(pred, orig.size))
             clean = image_tensor(_resized(read_image(it['clean']), orig.size)) if 'clean' in it else None
-            lesion = read_mask(it['mask'], orig.size) if 'mask' in it else None
-            m = image_metrics(image_tensor(_resized(pred, orig.size)), image_tensor(orig), clean, lesion)
-            row = {'file': it['orig'].name, 'mask': 'given' if lesion is not None else 'estimated'}
+            lesion = read_mask(it['mask'], orig.size) if 'mask' in it else estimate_lesion_mask(x)
+            for k, v in removal_sums(y, x, x if clean is None else clean, lesion, face_region(it['orig'], *x.shape[-2:])).items():
+                sums.setdefault(k, []).append(float(v[0]))
+            m = image_metrics(y, x, clean, lesion)
+            row = {'file': it['orig'].name, 'mask': 'given' if 'mask' in it else 'estimated'}
             for k, v in m.items():
                 v = float(v[0])
                 row[k] = min(v, PSNR_CAP_DB) if k.startswith('psnr') else v
             row['grade'] = int(row['grade'])
             rows.append(row)
-    summary = summarise(rows)
+    summary = pooled_summary(sums, clean_dir is not None) | summarise(rows)
     summary |= {'mask_source': 'given' if mask_dir else 'estimated from redness', 'n_pred_resized': n_resized,
                 'identity_reference': 'clean' if clean_dir else 'orig', 'psnr_cap_db': PSNR_CAP_DB}
     summary |= _fid_summary(items, clean_dir, real_dir, feature, fid)
@@ -172,10 +210,15 @@ def _fid_summary(items, clean_dir, real_dir, feature, fid: bool) -> dict:
     if 'fid' in r: r['fid_reference'] = 'clean' if clean_dir else str(real_dir)
     return r
 
-def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
-    "Before/after/ground-truth/regions grid of up to `n_grid` images spread over the clearance ranking."
+def amplified_change(a: Image.Image, b: Image.Image, gain: float = 4.0) -> Image.Image:
+    "|a − b| per channel times `gain`: where, and how much, a prediction changed its input (black: untouched)."
+    d = np.abs(np.asarray(a, np.int16) - np.asarray(b.resize(a.size), np.int16)) * gain
+    return Image.fromarray(np.clip(d, 0, 255).astype(np.uint8))
+
+def _grid(items, rows, n_grid: int, cell: int = 256) -> Optional[Image.Image]:
+    "Input/prediction/ground truth/change/regions grid of up to `n_grid` images spread over the clearance ranking, worst first."
     if n_grid <= 0: return None
-    titles = ['input (stained)', 'prediction'] + (['ground truth'] if 'clean' in items[0] else []) + ['regions']
+    titles = ['input (stained)', 'prediction'] + (['ground truth'] if 'clean' in items[0] else []) + ['change x4', 'lesion and ring']
     out = []
     for i in pick_spread([r['clearance_pct'] for r in rows], n_grid):
         it, r = items[i], rows[i]
@@ -185,11 +228,11 @@ def _grid(items, rows, n_grid: int) -> Optional[Image.Image]:
         ring = surround_mask(lesion, skin=face_ellipse(h, w))
         ims = [orig, _resized(read_image(it['pred']), orig.size)]
         if 'clean' in it: ims.append(read_image(it['clean']))
-        ims.append(outline(orig, lesion, ring))
+        ims += [amplified_change(ims[1], orig), outline(orig, lesion, ring)]
         pct = r['clearance_pct']
         label = f"{it['orig'].name}: clearance {'n/a (no visible lesion)' if math.isnan(pct) else f'{pct:.0f}%'}, grade {r['grade']}"
         out.append({'label': label, 'images': ims})
-    return make_grid(out, titles)
+    return make_grid(out, titles, cell)
 
 # %% ../nbs/19_evaluate.ipynb #2837bcc9
 def pair_lesion(ds: PairedDataset, i: int, pre: Tensor) -> tuple[Tensor, str]:
@@ -304,7 +347,7 @@ def _dose_strip(rows, strips, sessions, unit, n: int) -> Optional[Image.Image]:
                     'images': [to_pil(pre), *map(to_pil, outs[1:]), to_pil(outs[0]), to_pil(post)]})
     return make_grid(out, titles, cell=128)
 
-# %% ../nbs/19_evaluate.ipynb #4bcd0703
+# %% ../nbs/19_evaluate.ipynb #54f1d65b
 def _n_images(d: Path) -> int: return len(image_files(d)) if d.is_dir() else 0
 
 def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = True, device='cpu') -> dict:

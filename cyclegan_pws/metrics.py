@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_metrics.ipynb #48bef09d
 from __future__ import annotations
-import warnings
+import math, warnings
 from typing import Iterable, Optional
 
 import numpy as np
@@ -16,10 +16,12 @@ from PIL import Image
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['JND_DELTA_E', 'GRADE_BOUNDS', 'image_tensor', 'mask_tensor', 'rgb_to_lab', 'erythema_index', 'dilate', 'erode',
-           'surround_mask', 'outside_mask', 'region_mean', 'lesion_contrast', 'clearance_grade', 'typical_pixels',
-           'clearance', 'clearance_vs_clean', 'masked_psnr', 'masked_ssim', 'psnr_outside', 'ssim_outside',
-           'face_ellipse', 'estimate_lesion_mask', 'mask_iou', 'RandomConvFeatures', 'inception_features', 'fid_kid']
+__all__ = ['JND_DELTA_E', 'GRADE_BOUNDS', 'MAX_CHANGED_OUTSIDE_PCT', 'MIN_PSNR_OUTSIDE_DB', 'image_tensor', 'mask_tensor',
+           'rgb_to_lab', 'erythema_index', 'dilate', 'erode', 'surround_mask', 'outside_mask', 'region_mean',
+           'lesion_contrast', 'clearance_grade', 'typical_pixels', 'clearance', 'clearance_vs_clean', 'masked_psnr',
+           'masked_ssim', 'psnr_outside', 'ssim_outside', 'delta_e_map', 'removal_sums', 'pooled_clearance',
+           'pooled_psnr', 'bootstrap_clearance', 'change_outside', 'looks_damaged', 'face_ellipse',
+           'estimate_lesion_mask', 'mask_iou', 'RandomConvFeatures', 'inception_features', 'fid_kid']
 
 # %% ../nbs/15_metrics.ipynb #4b6ba31a
 def image_tensor(img) -> Tensor:
@@ -162,6 +164,55 @@ def psnr_outside(pred: Tensor, target: Tensor, lesion: Tensor, guard: float = 0.
 def ssim_outside(pred: Tensor, target: Tensor, lesion: Tensor, guard: float = 0.03) -> Tensor:
     "SSIM ((B,)) between `pred` and `target` outside the lesion and its guard band."
     return masked_ssim(pred, target, outside_mask(lesion, guard))
+
+# %% ../nbs/15_metrics.ipynb #b0b3ab3c
+def delta_e_map(x: Tensor, ref: Tensor) -> Tensor:
+    "CIE76 ΔE*ab (B,1,H,W) between images `x` and `ref` (B,3,H,W) in [0,1], per pixel."
+    return (rgb_to_lab(x) - rgb_to_lab(ref)).norm(dim=1, keepdim=True)
+
+def removal_sums(pred: Tensor, orig: Tensor, clean: Tensor, lesion: Tensor, face: Optional[Tensor] = None,
+                 guard: float = 0.03) -> dict[str, Tensor]:
+    "Each image's share (B,) of the pooled metrics: ΔE to the clean face summed over the lesion before/after, squared error outside the lesion (all, and within `face`), pixel counts."
+    out = outside_mask(lesion, guard)
+    face = out if face is None else out & face
+    se = ((pred.float() - clean.float()) ** 2).sum(1, keepdim=True)            # over RGB: n counts values, not pixels
+    total = lambda x, m: (x * m).flatten(1).sum(1)
+    return {'de_before': total(delta_e_map(orig, clean), lesion), 'de_after': total(delta_e_map(pred, clean), lesion),
+            'lesion_px': lesion.flatten(1).sum(1).float(), 'se_out': total(se, out), 'n_out': 3 * out.flatten(1).sum(1).float(),
+            'se_face': total(se, face), 'n_face': 3 * face.flatten(1).sum(1).float()}
+
+def _total(x) -> float: return float(np.asarray(x, dtype=np.float64).sum())
+
+def pooled_clearance(de_after, de_before) -> float:
+    "Clearance % pooled over every lesion pixel of every image: 100·(1 − ΣΔE_after / ΣΔE_before)."
+    return 100 * (1 - _total(de_after) / _total(de_before))
+
+def pooled_psnr(se, n, cap: float = 100.0) -> float:
+    "PSNR (dB, images in [0,1]) of squared errors `se` summed over `n` values, pooled over images; `cap` when identical."
+    se, n = _total(se), _total(n)
+    return cap if se <= 0 else min(cap, 10 * math.log10(n / se))
+
+def bootstrap_clearance(de_after, de_before, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    "A `level` percentile-bootstrap interval of `pooled_clearance`, resampling images."
+    a, b = np.asarray(de_after, np.float64), np.asarray(de_before, np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(a), (n, len(a)))
+    boot = 100 * (1 - a[idx].sum(1) / b[idx].sum(1))
+    q = (1 - level) / 2
+    return float(np.quantile(boot, q)), float(np.quantile(boot, 1 - q))
+
+# %% ../nbs/15_metrics.ipynb #7e2ceeff
+MAX_CHANGED_OUTSIDE_PCT, MIN_PSNR_OUTSIDE_DB = 1.0, 35.0
+
+def change_outside(before: Tensor, after: Tensor, lesion: Tensor, guard: float = 0.03) -> dict[str, Tensor]:
+    "How much `after` differs from `before` (B,3,H,W in [0,1]) outside `lesion` and a guard band: % of pixels visibly changed (ΔE > JND), PSNR; each (B,)."
+    out = outside_mask(lesion, guard)
+    visible = (delta_e_map(after, before) > JND_DELTA_E) & out
+    return {'changed_outside_pct': 100 * visible.flatten(1).sum(1) / out.flatten(1).sum(1).clamp_min(1),
+            'psnr_outside_db': masked_psnr(after, before, out)}
+
+def looks_damaged(change: dict) -> Tensor:
+    "(B,) bool: more than `MAX_CHANGED_OUTSIDE_PCT` % of the face outside the stain visibly changed, or PSNR there below `MIN_PSNR_OUTSIDE_DB`."
+    return (change['changed_outside_pct'] > MAX_CHANGED_OUTSIDE_PCT) | (change['psnr_outside_db'] < MIN_PSNR_OUTSIDE_DB)
 
 # %% ../nbs/15_metrics.ipynb #63160b9e
 def face_ellipse(h: int, w: int, cx: float = 0.5, cy: float = 0.5, rx: float = 0.36, ry: float = 0.46,

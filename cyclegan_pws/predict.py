@@ -14,13 +14,14 @@ from torch import nn, Tensor
 from .io import UserError, read_image, image_files, save_image
 from .data import to_float, to_uint8, to_tensor, to_pil, resize
 from .models import build_generator
+from .metrics import image_tensor, estimate_lesion_mask, change_outside, looks_damaged
 from .checkpoint import CheckpointError, TrainedRun, load_run
 from .engine import pick_device
 from .treatment import DoseGenerator
 
 # %% auto #0
 __all__ = ['DIRECTIONS', 'restore_size', 'predict_at_size', 'generator', 'Translator', 'TreatmentPredictor', 'load_predictor',
-           'translate_folder', 'dose_tag', 'parse_doses', 'predict_folder']
+           'translate_folder', 'changed_outside_stain', 'dose_tag', 'parse_doses', 'predict_folder']
 
 # %% ../nbs/16_predict.ipynb #bd6e359b
 def restore_size(orig: Tensor, small_in: Tensor, small_out: Tensor) -> Tensor:
@@ -81,7 +82,7 @@ class TreatmentPredictor:
             raise UserError(f'sessions {list(sessions)}: give one or more finite doses >= 0, e.g. 1,5,10')
         return predict_at_size(lambda x: self.G(x, doses.to(self.device)), [pre] * len(doses), self.size, self.device)
 
-# %% ../nbs/16_predict.ipynb #3113f96a
+# %% ../nbs/16_predict.ipynb #55308be2
 def load_predictor(run_or_checkpoint, kind: Optional[str] = None, direction: str = 'B2A', device='cpu'):
     "The `Translator` (CycleGAN run, `direction`) or `TreatmentPredictor` of a run folder or checkpoint, on `device`."
     run = load_run(run_or_checkpoint, kind)
@@ -119,11 +120,12 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch_size < 1: raise UserError(f'batch_size={batch_size}: use 1 or more')
     files = _by_stem(inp)
     tr = load_predictor(checkpoint, 'cyclegan', direction, device)
-    out, counts = Path(out), {'ok': 0, 'resized': 0}
+    out, counts, damaged = Path(out), {'ok': 0, 'resized': 0}, []
     def flush(batch):
         for (p, x), y in zip(batch, tr.batch([x for _, x in batch])):
             save_image(to_pil(y), out / f'{p.stem}.png')
             counts['ok'] += 1; counts['resized'] += x.shape[-2:] != (tr.size, tr.size)
+            if direction == 'B2A' and changed_outside_stain(x, y): damaged.append(p.name)
         return []
     images, skipped = _readable(files, progress)
     batch = []
@@ -133,7 +135,12 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch: flush(batch)
     n_ok, n_resized = counts['ok'], counts['resized']
     return {'translated': n_ok, 'resized': n_resized, 'skipped': len(skipped), 'skipped_files': skipped,
-            'direction': direction, 'size': tr.size, 'out': str(out)}
+            'damaged_files': damaged, 'direction': direction, 'size': tr.size, 'out': str(out)}
+
+def changed_outside_stain(before: Tensor, after: Tensor) -> bool:
+    "Did a removal visibly change the face outside the stain (`metrics.looks_damaged`, the stain located by redness)?"
+    x, y = image_tensor(before), image_tensor(after)
+    return bool(looks_damaged(change_outside(x, y, estimate_lesion_mask(x)))[0])
 
 # %% ../nbs/16_predict.ipynb #f7378a15
 def dose_tag(dose: float, unit: str = 'sessions') -> str:
