@@ -115,7 +115,7 @@ def test_report_files_are_complete_and_self_contained(ds, tmp_path):
     lines = (tmp_path / 'per_image.csv').read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith('file,mask,clearance_pct,grade')
     grid = Image.open(tmp_path / 'grid.png')
-    assert grid.width == 4 * 160 and grid.height > 4 * 160  # input, prediction, ground truth, regions
+    assert grid.width == 5 * 256 and grid.height > 4 * 256  # input, prediction, ground truth, change x4, regions; faces at 256 px
 
 
 def test_mismatched_folders_fail_in_one_line(ds, tmp_path):
