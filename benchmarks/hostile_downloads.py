@@ -16,7 +16,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from cyclegan_pws.io import read_jsonl
-from cyclegan_pws.scrape import MANIFEST, DownloadConfig, DownloadError, download_images, fetch
+from cyclegan_pws.fetch import DownloadConfig, DownloadError, fetch
+from cyclegan_pws.scrape import MANIFEST, download_images
 
 
 def jpeg(arr, size, quality=75) -> bytes:

@@ -83,3 +83,25 @@ def test_only_checkpoint_reads_and_writes_checkpoint_files():
     names = ('weights.safetensors', 'state.pt', 'meta.json')
     bad = [p.name for p in MODULES if p.name != 'checkpoint.py' and any(n in p.read_text() for n in names)]
     assert not bad, bad
+
+
+def _imports(module: str) -> set[str]:
+    "The package modules `module` imports, directly or through others."
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen: continue
+        seen.add(m)
+        tree = ast.parse((ROOT / 'cyclegan_pws' / f'{m}.py').read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('cyclegan_pws.'):
+                todo.append(node.module.split('.')[1])
+            elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                todo.append(node.module)
+    return seen - {module}
+
+
+def test_training_never_sees_the_unseen_stains():
+    "The second stain model is for evaluation only: nothing that trains a model can import it."
+    for task in ('cyclegan', 'treatment', 'engine'):
+        assert 'unseen_stains' not in _imports(task), (task, sorted(_imports(task)))

@@ -19,9 +19,10 @@ pytest.importorskip('serpapi'); pytest.importorskip('imagehash'); responses = py
 
 from cyclegan_pws.cli import main
 from cyclegan_pws.io import read_jsonl
-import cyclegan_pws.scrape as scrape_mod
-from cyclegan_pws.scrape import (MANIFEST, PENDING, SEARCH_CACHE, DownloadConfig, MissingAPIKey, SearchError,
-                                 download_images, download_urls, fetch, scrape, serpapi_client)
+import cyclegan_pws.fetch as fetch_mod
+from cyclegan_pws.fetch import DownloadConfig, fetch
+from cyclegan_pws.scrape import (MANIFEST, PENDING, SEARCH_CACHE, MissingAPIKey, SearchError, download_images, download_urls,
+                                 scrape, serpapi_client)
 
 SERP = 'https://serpapi.com/search'
 KEY = 'sk-test-9f8e7d6c5b4a'
@@ -493,7 +494,7 @@ def test_no_dns_rebinding_window_and_the_host_name_is_kept(tmp_path, connects, f
         got = fetch(f'http://photos.test:{front.port}/good.jpg', cfg=c)
         assert got.data == ASTRONAUT and lookups['photos.test'] == 1
         assert front.hosts == [f'photos.test:{front.port}'] and sum(trap.hits.values()) == 0
-        with pytest.raises(scrape_mod.DownloadError, match=r'photos.test resolves to 127.0.0.3 \(loopback\)'):
+        with pytest.raises(fetch_mod.DownloadError, match=r'photos.test resolves to 127.0.0.3 \(loopback\)'):
             fetch(f'http://photos.test:{front.port}/good.jpg', cfg=c)  # the rebound answer is checked, and refused
         assert sum(trap.hits.values()) == 0 and set(connects) == {'127.0.0.2'}
     finally: front.close(); trap.close()
@@ -533,7 +534,7 @@ def test_https_is_pinned_yet_verified_against_the_name_and_bounded(tmp_path, con
         assert 'certificate' in recs[1]['error'].lower() or 'hostname' in recs[1]['error'].lower(), recs[1]['error']
         assert recs[2]['error'].startswith('stalled: '), recs[2]['error']
         assert recs[3]['error'].startswith('deadline 1.5 s exceeded'), recs[3]['error']  # a TLS handshake that hangs
-        assert isinstance(session.get_adapter('https://x/'), scrape_mod.GuardedAdapter)  # the caller's session is guarded
+        assert isinstance(session.get_adapter('https://x/'), fetch_mod.GuardedAdapter)  # the caller's session is guarded
     finally: front.close(); mute.close()
 
 
@@ -605,7 +606,8 @@ def test_politeness_delay_spaces_requests_to_one_host(server, tmp_path):
 
 CHILD = '''
 import json, sys
-from cyclegan_pws.scrape import DownloadConfig, download_images
+from cyclegan_pws.scrape import download_images
+from cyclegan_pws.fetch import DownloadConfig
 a = json.loads(sys.argv[1])
 download_images(a['urls'], a['out'], cfg=DownloadConfig(**a['cfg']))
 '''
