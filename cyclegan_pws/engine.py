@@ -239,7 +239,7 @@ def _params_finite(task) -> bool:
     "All weights finite? Checked on CPU copies, so that on XLA it adds a transfer but no compiled graph."
     return all(bool(p.detach().to('cpu').isfinite().all()) for p in task.parameters())
 
-# %% ../nbs/12_engine.ipynb #269ccf0f
+# %% ../nbs/12_engine.ipynb #9423953f
 def start_run(cfg: TrainConfig) -> Runner:
     "The `Runner` of a run as `cfg` says: device, precision, processes (DDP/SPMD), seeded generators, CPU threads."
     rank, world = _world()
@@ -361,7 +361,7 @@ class TrainingLog:
         if self.bar is not None and exc[0] is None: print()
         if self.tb is not None: self.tb.close()
 
-# %% ../nbs/12_engine.ipynb #238d1276
+# %% ../nbs/12_engine.ipynb #c3edcc90
 class StopRequest:
     "Catches SIGTERM/SIGINT (main thread) and watches the time budget; `requested()` is True once either says stop."
     def __init__(self, max_time: Optional[str], run: Runner):

@@ -347,7 +347,7 @@ def _dose_strip(rows, strips, sessions, unit, n: int) -> Optional[Image.Image]:
                     'images': [to_pil(pre), *map(to_pil, outs[1:]), to_pil(outs[0]), to_pil(post)]})
     return make_grid(out, titles, cell=128)
 
-# %% ../nbs/20_evaluate.ipynb #146b4599
+# %% ../nbs/20_evaluate.ipynb #fbfe1519
 def _n_images(d: Path) -> int: return len(image_files(d)) if d.is_dir() else 0
 
 def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = True, device='cpu') -> dict:

@@ -165,7 +165,7 @@ def ssim_outside(pred: Tensor, target: Tensor, lesion: Tensor, guard: float = 0.
     "SSIM ((B,)) between `pred` and `target` outside the lesion and its guard band."
     return masked_ssim(pred, target, outside_mask(lesion, guard))
 
-# %% ../nbs/16_metrics.ipynb #66029a09
+# %% ../nbs/16_metrics.ipynb #1e9aada9
 def delta_e_map(x: Tensor, ref: Tensor) -> Tensor:
     "CIE76 ΔE*ab (B,1,H,W) between images `x` and `ref` (B,3,H,W) in [0,1], per pixel."
     return (rgb_to_lab(x) - rgb_to_lab(ref)).norm(dim=1, keepdim=True)
@@ -200,7 +200,7 @@ def bootstrap_clearance(de_after, de_before, n: int = 1000, seed: int = 0, level
     q = (1 - level) / 2
     return float(np.quantile(boot, q)), float(np.quantile(boot, 1 - q))
 
-# %% ../nbs/16_metrics.ipynb #26f59b1b
+# %% ../nbs/16_metrics.ipynb #e2d98a1a
 MAX_CHANGED_OUTSIDE_PCT, MIN_PSNR_OUTSIDE_DB = 1.0, 35.0
 
 def change_outside(before: Tensor, after: Tensor, lesion: Tensor, guard: float = 0.03) -> dict[str, Tensor]:

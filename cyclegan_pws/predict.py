@@ -82,7 +82,7 @@ class TreatmentPredictor:
             raise UserError(f'sessions {list(sessions)}: give one or more finite doses >= 0, e.g. 1,5,10')
         return predict_at_size(lambda x: self.G(x, doses.to(self.device)), [pre] * len(doses), self.size, self.device)
 
-# %% ../nbs/17_predict.ipynb #4dbc2f6f
+# %% ../nbs/17_predict.ipynb #32cae92b
 def load_predictor(run_or_checkpoint, kind: Optional[str] = None, direction: str = 'B2A', device='cpu'):
     "The `Translator` (CycleGAN run, `direction`) or `TreatmentPredictor` of a run folder or checkpoint, on `device`."
     run = load_run(run_or_checkpoint, kind)
