@@ -358,6 +358,7 @@ class KernelConfig:
     synth_n: int = 1000              # synthetic faces per domain when nothing usable is attached
     fid: bool = True
     export: bool = True
+    device: str = 'auto'             # auto: all TPU chips when there are; xla: torch_xla on whatever PJRT_DEVICE names (tests: CPU)
     wheels_dataset: str = 'cyclegan-pws-wheels'  # your private dataset of the package's wheels (`kaggle push` uploads it)
 
 # %% ../nbs/06_config.ipynb #0634d482

@@ -316,7 +316,8 @@ def _settings_cell(cfg: KernelConfig) -> str:
                 'batch': "global batch over the 8 chips; None: preset's", 'session': 'min(9h, TPU quota left at push) - margin',
                 'reserve': 'kept for evaluation, export and saving', 'healthy_dataset': 'healthy photos',
                 'pws_dataset': 'your PWS photos or crops', 'synth_n': 'synthetic faces per domain if nothing else',
-                'fid': 'needs InceptionV3 weights (internet)', 'export': 'safetensors, TorchScript, ONNX'}
+                'fid': 'needs InceptionV3 weights (internet)', 'export': 'safetensors, TorchScript, ONNX',
+                'device': 'auto: all TPU chips when present; xla: torch_xla on PJRT_DEVICE'}
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in PUSH_ONLY}
     rows = [(f"{k.upper()} = setting({k!r}, {v!r})", comments[k]) for k, v in values.items()]
     rows[3:3] = [("STEPS = setting('steps', 0) or None", comments['steps']), ("BATCH = setting('batch', 0) or None", comments['batch'])]
@@ -342,9 +343,9 @@ RUN = WORK / 'run'
 adopt_previous_run(RUN)
 budget = time_left(START, SESSION, RESERVE)
 rc = run_config(PRESET, str(DATA), task={{'size': SIZE}},
-                train={{'steps': STEPS, 'batch_size': BATCH, 'device': 'auto', 'precision': PRECISION, 'spmd': True,
+                train={{'steps': STEPS, 'batch_size': BATCH, 'device': DEVICE, 'precision': PRECISION, 'spmd': True,
                        'max_time': budget}})
-print(f'device auto (all TPU chips via torch_xla SPMD when present), precision {{PRECISION}}, training budget {{budget}}')
+print(f'device {{DEVICE}} (auto: all TPU chips via torch_xla SPMD when present), precision {{PRECISION}}, training budget {{budget}}')
 result = train_cyclegan(rc, RUN, resume='auto', progress=True)
 print(result)
 '''

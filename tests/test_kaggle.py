@@ -596,7 +596,7 @@ def test_tpu_image_pushed_kernel_installs_offline_then_trains_resumes_and_export
     base |= {'PIP_CONFIG_FILE': os.devnull, 'PJRT_DEVICE': 'CPU', 'CPU_NUM_DEVICES': '1',
              'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9',                  # no network for pip
              **{f'CYCLEGAN_PWS_{k.upper()}': str(v) for k, v in dict(preset='tiny', size=32, batch=2, precision='fp32', fid=0,
-                                                                     synth_n=3, reserve='0s').items()}}
+                                                                     synth_n=3, reserve='0s', device='xla').items()}}
     def session(n: int, inputs: dict, **settings) -> dict:
         inp, work = tmp_path / f'in{n}', tmp_path / f's{n}' / 'working'
         for dst, src in inputs.items(): shutil.copytree(src, inp / dst)
@@ -615,7 +615,7 @@ def test_tpu_image_pushed_kernel_installs_offline_then_trains_resumes_and_export
     assert 'installed cyclegan-pws 0.1.0 from the wheels in' in s1['install'] and '(offline); kept torch==2.8.0' in s1['install'], s1['install']
     assert 'torch_xla==2.8.0' in s1['install']
     assert 'synthetic faces (nothing usable was attached)' in s1['data'], s1['data']
-    assert "'status': 'done', 'step': 2" in s1['train'] and 'device auto' in s1['train'], s1['train']
+    assert "'status': 'done', 'step': 2" in s1['train'] and 'device xla' in s1['train'], s1['train']   # torch_xla, PJRT CPU
     w1 = s1['work']
     summary = expect_outputs(w1)
     assert summary['checkpoint_step'] == 2 and (w1 / KK.DATA_ARCHIVE).is_file() and not (w1 / 'data').exists()
