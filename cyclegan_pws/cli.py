@@ -17,8 +17,8 @@ from .fetch import DownloadConfig
 
 # %% auto #0
 __all__ = ['app', 'kaggle_app', 'treat_app', 'main', 'scrape_cmd', 'download_cmd', 'prepare', 'models_cmd', 'synth',
-           'evaluate_cmd', 'train', 'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_push', 'kaggle_status',
-           'kaggle_output', 'app_cmd', 'demo_cmd', 'treat_train', 'treat_predict', 'treat_evaluate']
+           'evaluate_cmd', 'train', 'translate_cmd', 'export_cmd', 'kaggle_build', 'kaggle_wheels', 'kaggle_push',
+           'kaggle_status', 'kaggle_output', 'app_cmd', 'demo_cmd', 'treat_train', 'treat_predict', 'treat_evaluate']
 
 # %% ../nbs/21_cli.ipynb #2665f362
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
@@ -252,53 +252,77 @@ _K_DATASETS = typer.Option(None, '--dataset', help='Another dataset to attach (r
 _K_RESUME = typer.Option(None, '--resume-from', help="Continue from this kernel's latest output (owner/slug), via kernel_sources.")
 _K_PRESET = typer.Option(KernelConfig.preset, '--preset', help='Run preset the kernel trains: seed, paper or tiny.')
 _K_SIZE = typer.Option(KernelConfig.size, '--size', help='Image side in pixels.')
+_K_PYPI = typer.Option(False, '--pypi', help='Install the published release from PyPI instead of uploading wheels.')
+_K_URL = typer.Option(None, '--package-url', help='Install from this pip URL (git+https://...@TAG, or a wheel URL) instead of uploading wheels.')
 
 def _kernel_config(healthy_dataset, pws_dataset, preset, size) -> KernelConfig:
     return KernelConfig(preset=preset, size=size, healthy_dataset=healthy_dataset, pws_dataset=pws_dataset)
+
+def _install(pypi: bool, package_url: Optional[str]) -> str:
+    if pypi and package_url: raise UserError('give --pypi or --package-url, not both')
+    return 'pypi' if pypi else package_url or 'wheels'
 
 @kaggle_app.command('build')
 def kaggle_build(out: Path = typer.Option(Path('kaggle_kernel'), '--out', help='Folder for the notebook and kernel-metadata.json.'),
                  user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name in the metadata (default: a placeholder).'),
                  slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                  dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                 preset: str = _K_PRESET, size: int = _K_SIZE,
+                 preset: str = _K_PRESET, size: int = _K_SIZE, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
                  check: bool = typer.Option(False, '--check', help='Only check that OUT matches what build would write.')):
     "Generate the Kaggle kernel (notebook + kernel-metadata.json) from the library."
     from cyclegan_pws.kaggle_kernel import build_kernel, check_kernel
     kw = dict(user=user, slug=slug, datasets=dataset or (), resume_from=resume_from,
-              cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size))
+              cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size), install=_install(pypi, package_url))
     if check:
         bad = check_kernel(out, **kw)
         if bad: raise UserError(f'{out}: {", ".join(bad)} differ from the generator; run cyclegan-pws kaggle build')
         typer.echo(f'{out}: in sync'); return
     typer.echo(f'kaggle build: wrote {build_kernel(out, **kw)}')
 
+@kaggle_app.command('wheels')
+def kaggle_wheels(out: Path = typer.Option(Path('kaggle_wheels'), '--out', help='Folder for the wheels and their wheelhouse-*.json.'),
+                  python: str = typer.Option('3.12', '--python', help="Target Python (the TPU image's is 3.12); 'here' for this interpreter.")):
+    "Build the wheels the kernel installs offline: this package and the dependencies the TPU image lacks (push does this for you)."
+    from cyclegan_pws.kaggle import build_wheelhouse
+    r = build_wheelhouse(out, python_version=None if python == 'here' else python)
+    typer.echo(f"kaggle wheels: {len(r['wheels'])} wheels, {r['mb']} MB, in {r['seconds']} s -> {r['dir']} ({r['manifest']})")
+
 @kaggle_app.command('push')
 def kaggle_push(user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name (default: from the Kaggle CLI credentials).'),
                 slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                 dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                preset: str = _K_PRESET, size: int = _K_SIZE,
+                preset: str = _K_PRESET, size: int = _K_SIZE, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
+                session: Optional[str] = typer.Option(None, '--session', help='Session cap (default 9h); the budget is min(it, TPU quota left) - 15m.'),
+                wheelhouse: Optional[Path] = typer.Option(None, '--wheelhouse', help='Upload this folder from `kaggle wheels` instead of building one.'),
                 keep: Optional[Path] = typer.Option(None, '--keep', help='Build into this folder (kept) instead of a temporary one.')):
-    "Build the kernel for your account and push it (kaggle kernels push) to run on a TPU v5e-8."
+    "Upload the wheels (a private dataset), build the kernel for your account with this week's session budget and push it to a TPU v5e-8."
     from cyclegan_pws.kaggle import push
     r = push(user=user, slug=slug, resume_from=resume_from, datasets=dataset or (), folder=keep,
-             cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size))
+             cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size), install=_install(pypi, package_url),
+             session=session, wheelhouse=wheelhouse)
     srcs = r['metadata']['dataset_sources'] + r['metadata']['kernel_sources']
     typer.echo(f"kaggle push: {r['ref']} on {r['metadata']['machine_shape']} with {', '.join(srcs) or 'no inputs'} -> {r['url']}")
+    q = r['quota']
+    left = f"{q['remaining_h']:.2f} h of TPU time left this week" if q else 'no TPU quota reported'
+    w = r['wheels']
+    wheels = f"; wheels {w['ref']} {w['action']}" if w else ''
+    typer.echo(f"kaggle push: session budget {r['session']} ({left}){wheels}")
 
 @kaggle_app.command('status')
 def kaggle_status(ref: str = typer.Argument(..., help='Kernel reference owner/slug.')):
-    "Print the state of a kernel's latest run."
+    "Print the state of a kernel's latest run; a failed or cancelled run exits 2 with its failure message."
     from cyclegan_pws.kaggle import status
     r = status(ref)
     typer.echo(f"{r['ref']}: {r['status']}")
 
 @kaggle_app.command('output')
 def kaggle_output(ref: str = typer.Argument(..., help='Kernel reference owner/slug.'),
-                  dest: Path = typer.Option(Path('kaggle_output'), '--dest', help='Folder to download into.')):
-    "Download the output of a kernel's latest run (checkpoints, samples, report, exported generators)."
+                  dest: Path = typer.Option(Path('kaggle_output'), '--dest', help='Folder to download into.'),
+                  samples: bool = typer.Option(False, '--samples', help='Also the sample grid of every epoch (run/samples/).'),
+                  data: bool = typer.Option(False, '--data', help='Also data.tar, the prepared dataset.')):
+    "Download a kernel's latest output: checkpoints, log, report, metrics, exported generators (and on request samples, data)."
     from cyclegan_pws.kaggle import output
-    r = output(ref, dest)
+    r = output(ref, dest, samples=samples, data=data)
     typer.echo(f"kaggle output: {len(r['files'])} files from {r['ref']} -> {r['dest']}")
 
 # %% ../nbs/21_cli.ipynb #c361d8ac

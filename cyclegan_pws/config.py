@@ -357,13 +357,16 @@ class KernelConfig:
     preset: str = DEFAULT_PRESET
     size: int = 256
     precision: str = 'auto'
-    session: str = '9h'              # Kaggle's TPU session limit
+    session: str = '9h'              # Kaggle's TPU session limit; `kaggle push` bakes in min(this, weekly TPU quota left) - quota_margin
     reserve: str = '45m'             # kept for evaluation, export and saving
+    quota_margin: str = '15m'        # kept off the session budget: queueing, start-up, the quota's own rounding
     healthy_dataset: str = 'ashwingupta3012/human-faces'
     pws_dataset: Optional[str] = None
     synth_n: int = 1000              # synthetic faces per domain when nothing usable is attached
     fid: bool = True
     export: bool = True
+    device: str = 'auto'             # auto: all TPU chips when there are; xla: torch_xla on whatever PJRT_DEVICE names (tests: CPU)
+    wheels_dataset: str = 'cyclegan-pws-wheels'  # your private dataset of the package's wheels (`kaggle push` uploads it)
 
 # %% ../nbs/07_config.ipynb #755914ce
 KAGGLE_INPUT_ENV, KAGGLE_WORKING_ENV = 'CYCLEGAN_PWS_KAGGLE_INPUT', 'CYCLEGAN_PWS_KAGGLE_WORKING'

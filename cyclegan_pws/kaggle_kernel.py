@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_kaggle_kernel.ipynb #1d1f2d1f
 from __future__ import annotations
-import configparser, json, os, re, shutil, time, warnings
+import configparser, json, os, re, shutil, tarfile, time, warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,10 +14,12 @@ from .io import UserError, IMAGE_EXTS, atomic_write_json, atomic_write_bytes
 from .config import KernelConfig, PRESETS, parse_duration, kaggle_input_root
 
 # %% auto #0
-__all__ = ['HEALTHY_DATASET', 'DEFAULT_SLUG', 'NOTEBOOK_NAME', 'MACHINE_SHAPE', 'KERNEL_DIR', 'SETTING_PREFIX', 'REPO_URL',
-           'PLACEHOLDER_USER', 'DATA_MARKER', 'KaggleError', 'check_slug', 'check_ref', 'kernel_metadata', 'setting',
-           'time_left', 'find_dataset_dir', 'choose_dataset', 'training_data', 'adopt_previous_run', 'kernel_outputs',
-           'kernel_cells', 'kernel_notebook', 'notebook_bytes', 'kernel_files', 'build_kernel', 'check_kernel']
+__all__ = ['HEALTHY_DATASET', 'DEFAULT_SLUG', 'NOTEBOOK_NAME', 'MACHINE_SHAPE', 'KERNEL_DIR', 'SETTING_PREFIX', 'KERNEL_EXTRAS',
+           'IMAGE_KEEPS', 'REPO_URL', 'PLACEHOLDER_USER', 'DATA_MARKER', 'DATA_ARCHIVE', 'PUSH_ONLY', 'KaggleError',
+           'check_slug', 'check_ref', 'kernel_metadata', 'check_install', 'kernel_datasets', 'setting', 'time_left',
+           'find_dataset_dir', 'archive_data', 'restore_data', 'choose_dataset', 'training_data', 'adopt_previous_run',
+           'kernel_outputs', 'kernel_cells', 'kernel_notebook', 'notebook_bytes', 'kernel_files', 'build_kernel',
+           'check_kernel']
 
 # %% ../nbs/23_kaggle_kernel.ipynb #607fd6c0
 class KaggleError(UserError):
@@ -29,6 +31,9 @@ NOTEBOOK_NAME = 'cyclegan-pws-train.ipynb'
 MACHINE_SHAPE = 'TpuV5E8'
 KERNEL_DIR = 'kaggle_kernel'
 SETTING_PREFIX = 'CYCLEGAN_PWS_'
+KERNEL_EXTRAS = ('faces', 'export')  # beyond the core: MTCNN crops of raw photos, ONNX export
+# the TPU image's accelerator stack (Kaggle/docker-python tpu/: torch 2.8.0, torch_xla 2.8.0, libtpu 0.0.17): never replaced
+IMAGE_KEEPS = ('torch', 'torch_xla', 'torchvision', 'torchaudio', 'libtpu')
 
 def _settings() -> dict:
     "`settings.ini` of the repository this module sits in, or {} when installed as a package."
@@ -73,6 +78,20 @@ def kernel_metadata(user: str, slug: str = DEFAULT_SLUG, datasets: Sequence[str]
             'competition_sources': [], 'kernel_sources': [check_ref(resume_from, 'kernel')] if resume_from else [],
             'model_sources': []}
 
+# %% ../nbs/23_kaggle_kernel.ipynb #b1a7c0df
+_URL = re.compile(r'(git\+)?https://\S+')
+
+def check_install(install: str) -> str:
+    "`install` if it is `wheels`, `pypi` or a pip URL, else a one-line `KaggleError`."
+    if install in ('wheels', 'pypi') or (isinstance(install, str) and _URL.fullmatch(install)): return install
+    raise KaggleError(f'install source {install!r} is not valid; use wheels (the default), pypi, or a URL such as '
+                      f'git+{REPO_URL}@v{cyclegan_pws.__version__}')
+
+def kernel_datasets(user: str, cfg: KernelConfig = KernelConfig(), datasets: Sequence[str] = (), install: str = 'wheels') -> list[str]:
+    "The datasets the kernel attaches: `cfg`'s healthy and PWS photos, `datasets`, and with `install='wheels'` the user's wheels dataset."
+    wheels = [f'{user}/{check_slug(cfg.wheels_dataset, "wheels dataset slug")}'] if check_install(install) == 'wheels' else []
+    return [d for d in (cfg.healthy_dataset, cfg.pws_dataset, *datasets) if d] + wheels
+
 # %% ../nbs/23_kaggle_kernel.ipynb #89b8fe6b
 def setting(name: str, default, env=None):
     "The value of `CYCLEGAN_PWS_<NAME>` in `env` (default `os.environ`), typed like `default`; `default` when unset."
@@ -110,9 +129,45 @@ def find_dataset_dir(ref: str, root=None) -> Optional[Path]:
         if hits: return hits[0]
     return None
 
-# %% ../nbs/23_kaggle_kernel.ipynb #0a645d3c
+# %% ../nbs/23_kaggle_kernel.ipynb #c2d4e6f1
 DATA_MARKER = 'kernel_data.json'
+DATA_ARCHIVE = 'data.tar'
 
+def archive_data(data_dir, archive=None) -> Optional[Path]:
+    "Pack the datasets this kernel made under `data_dir` (marked `kernel_data.json`) into one tar beside it, then remove `data_dir`."
+    data_dir = Path(data_dir); archive = Path(archive) if archive else data_dir.parent / DATA_ARCHIVE
+    sets = sorted(d for d in data_dir.iterdir() if (d / DATA_MARKER).is_file()) if data_dir.is_dir() else []
+    if sets:
+        tmp = archive.with_name(f'.{archive.name}.partial')
+        with tarfile.open(tmp, 'w') as t:
+            for d in sets: t.add(d, arcname=d.name)
+        os.replace(tmp, archive)
+    shutil.rmtree(data_dir, ignore_errors=True)  # crops and copies: all in the archive or no longer needed
+    return archive if sets else None
+
+def _safe_members(t: tarfile.TarFile) -> list:
+    "The archive's members, or a `UserError` if one is a link or would land outside the folder it is unpacked into."
+    for m in t.getmembers():
+        if not (m.isfile() or m.isdir()) or m.name.startswith('/') or '..' in Path(m.name).parts:
+            raise UserError(f'{t.name}: member {m.name!r} is not a plain file inside the archive; not unpacking it')
+    return t.getmembers()
+
+def restore_data(out, root=None) -> Optional[Path]:
+    "Unpack the `data.tar` an earlier session left under the input root into `out`, unless `out` holds a dataset of ours already."
+    out = Path(out); root = Path(root) if root else kaggle_input_root()
+    if out.is_dir() and any((d / DATA_MARKER).is_file() for d in out.iterdir()): return None
+    found = [p for n in range(1, 5) for p in sorted(root.glob('*/' * n + DATA_ARCHIVE))] if root.is_dir() else []
+    if not found: return None
+    tmp = out.parent / f'.{out.name}.partial'
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    with tarfile.open(found[0]) as t: t.extractall(tmp, members=_safe_members(t))
+    for d in tmp.iterdir():
+        shutil.rmtree(out / d.name, ignore_errors=True); out.mkdir(parents=True, exist_ok=True); d.rename(out / d.name)
+    tmp.rmdir()
+    print(f'unpacked {found[0]} into {out}')
+    return found[0]
+
+# %% ../nbs/23_kaggle_kernel.ipynb #0a645d3c
 def _n_images(d: Path) -> int:
     "Image files directly in `d` (0 if it is missing)."
     return sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else 0
@@ -147,6 +202,7 @@ def training_data(out, healthy: Optional[str] = HEALTHY_DATASET, pws: Optional[s
     "A dataset folder to train on and where it came from: prepared under the input root, made from raw photos, or synthetic."
     from cyclegan_pws.data import find_kaggle_inputs, split_folder
     out = Path(out); root = Path(root) if root else kaggle_input_root()
+    restore_data(out, root)  # the previous session's data.tar, if one is attached
     best = choose_dataset([out / 'dataset', out / 'synthetic'] + find_kaggle_inputs(root).datasets)
     if best is not None and not (best / 'synth_manifest.json').exists():
         return _adopt_data(best, out), f'prepared dataset {best}'
@@ -207,11 +263,12 @@ def kernel_outputs(run_dir, data_root, work, fid: bool = True, export: bool = Tr
 
 # %% ../nbs/23_kaggle_kernel.ipynb #04abeec5
 _INSTALL = '''\
-# Install cyclegan-pws {version} (skipped when exactly this version is already importable).
-import importlib, importlib.metadata, os, subprocess, sys, time
+# Install cyclegan-pws {version} from {source_text} (skipped when exactly this version is already importable).
+import importlib, importlib.metadata, os, subprocess, sys, tempfile, time
 from pathlib import Path
 START = time.time()  # the session's clock: the training budget counts from here
-VERSION, REPO = {version!r}, {repo!r}
+VERSION, SOURCE = {version!r}, {source!r}  # SOURCE: wheels (an attached dataset), pypi, or a pip URL
+EXTRAS, KEEP = {extras!r}, {keeps!r}
 INPUT = Path(os.environ.get('CYCLEGAN_PWS_KAGGLE_INPUT') or '/kaggle/input')
 
 def installed_version():
@@ -221,31 +278,47 @@ def installed_version():
     except ImportError:
         return None
 
+def wheel_folder():
+    "The attached folder holding this version's wheel (the newest if several), or None."
+    found = sorted(INPUT.rglob(f'cyclegan_pws-{{VERSION}}-*.whl'), key=lambda p: p.stat().st_mtime) if INPUT.is_dir() else []
+    return found[-1].parent if found else None
+
 if os.environ.get('CYCLEGAN_PWS_SKIP_INSTALL') or installed_version() == VERSION:
     print(f'cyclegan-pws {{installed_version()}} is already installed')
 else:
-    wheels = sorted(INPUT.rglob(f'cyclegan_pws-{{VERSION}}-*.whl')) if INPUT.is_dir() else []
-    spec = f'{{wheels[-1]}}[faces,export]' if wheels else f'cyclegan-pws[faces,export] @ git+{{REPO}}@{{VERSION}}'
-    keep = []  # the image's torch/torch_xla builds must stay: PyPI's torch would replace the TPU one
-    for pkg in ('torch', 'torch_xla', 'torchvision', 'torchaudio', 'libtpu'):
+    name, wheels = f'cyclegan-pws[{{",".join(EXTRAS)}}]', wheel_folder()
+    if wheels: where, args = f'the wheels in {{wheels}} (offline)', ['--no-index', '--find-links', str(wheels), f'{{name}}=={{VERSION}}']
+    elif SOURCE == 'wheels':
+        raise RuntimeError(f'no cyclegan_pws-{{VERSION}} wheel under {{INPUT}}: run `cyclegan-pws kaggle push`, which uploads '
+                           f'the wheels as your dataset <you>/{wheels_slug} and attaches it')
+    elif SOURCE == 'pypi': where, args = 'PyPI', [f'{{name}}=={{VERSION}}']
+    else: where, args = SOURCE, [f'{{name}} @ {{SOURCE}}']
+    keep = []  # the image's torch/torch_xla builds must stay: any other torch would replace the one torch_xla needs
+    for pkg in KEEP:
         try: keep.append(f'{{pkg}}=={{importlib.metadata.version(pkg)}}')
         except importlib.metadata.PackageNotFoundError: pass
-    Path('/tmp/cyclegan_pws_keep.txt').write_text('\\n'.join(keep) + '\\n')
-    pip = [sys.executable, '-m', 'pip', 'install', '-q', spec, '-c', '/tmp/cyclegan_pws_keep.txt']
-    subprocess.run(pip, check=True)
+    pins = Path(tempfile.mkdtemp()) / 'keep.txt'; pins.write_text('\\n'.join(keep) + '\\n')
+    p = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', *args, '-c', str(pins)], capture_output=True, text=True)
+    if p.returncode:
+        print(p.stdout[-4000:], p.stderr[-4000:], sep='\\n')
+        why = ([l for l in p.stderr.splitlines() if l.startswith('ERROR')] or p.stderr.strip().splitlines() or ['no output'])[-1]
+        raise RuntimeError(f'pip could not install cyclegan-pws {{VERSION}} from {{where}}: {{why}}')
     importlib.invalidate_caches()
-    print(f'installed {{spec}}: cyclegan-pws {{installed_version()}}')
+    print(f'installed cyclegan-pws {{installed_version()}} from {{where}}; kept {{", ".join(keep) or "nothing"}}')
 '''
+
+PUSH_ONLY = ('quota_margin', 'wheels_dataset')  # `KernelConfig` fields that `push` uses and the kernel does not
 
 def _settings_cell(cfg: KernelConfig) -> str:
     "The settings cell: one editable, env-overridable assignment per line (defaults: `cfg`), comments aligned."
     comments = {'preset': 'seed (Kaggle-sized), paper, or tiny (tests)', 'size': 'image side in pixels',
                 'precision': 'auto: bf16 on the TPU, else where fast', 'steps': "steps in total; None: the preset's epochs",
-                'batch': "global batch over the 8 chips; None: preset's", 'session': "Kaggle's TPU session limit",
+                'batch': "global batch over the 8 chips; None: preset's", 'session': 'min(9h, TPU quota left at push) - margin',
                 'reserve': 'kept for evaluation, export and saving', 'healthy_dataset': 'healthy photos',
                 'pws_dataset': 'your PWS photos or crops', 'synth_n': 'synthetic faces per domain if nothing else',
-                'fid': 'needs InceptionV3 weights (internet)', 'export': 'safetensors, TorchScript, ONNX'}
-    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+                'fid': 'needs InceptionV3 weights (internet)', 'export': 'safetensors, TorchScript, ONNX',
+                'device': 'auto: all TPU chips when present; xla: torch_xla on PJRT_DEVICE'}
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in PUSH_ONLY}
     rows = [(f"{k.upper()} = setting({k!r}, {v!r})", comments[k]) for k, v in values.items()]
     rows[3:3] = [("STEPS = setting('steps', 0) or None", comments['steps']), ("BATCH = setting('batch', 0) or None", comments['batch'])]
     w = min(max(len(c) for c, _ in rows), 40) + 2  # long dataset lines don't push every comment right
@@ -270,25 +343,29 @@ RUN = WORK / 'run'
 adopt_previous_run(RUN)
 budget = time_left(START, SESSION, RESERVE)
 rc = run_config(PRESET, str(DATA), task={{'size': SIZE}},
-                train={{'steps': STEPS, 'batch_size': BATCH, 'device': 'auto', 'precision': PRECISION, 'spmd': True,
+                train={{'steps': STEPS, 'batch_size': BATCH, 'device': DEVICE, 'precision': PRECISION, 'spmd': True,
                        'max_time': budget}})
-print(f'device auto (all TPU chips via torch_xla SPMD when present), precision {{PRECISION}}, training budget {{budget}}')
+print(f'device {{DEVICE}} (auto: all TPU chips via torch_xla SPMD when present), precision {{PRECISION}}, training budget {{budget}}')
 result = train_cyclegan(rc, RUN, resume='auto', progress=True)
 print(result)
 '''
 
 _OUTPUTS = '''\
 import json
-from cyclegan_pws.kaggle_kernel import kernel_outputs
+from cyclegan_pws.kaggle_kernel import archive_data, kernel_outputs
 summary = kernel_outputs(RUN, DATA, WORK, fid=FID, export=EXPORT, result=result)
 print(json.dumps(summary['metrics'], indent=1))
+print('prepared data kept as', archive_data(WORK / 'data'))  # one file, not thousands; the next session unpacks it
 print('outputs:', ', '.join(sorted(p.name for p in WORK.iterdir())))
 '''
 
+_SOURCE_TEXT = {'wheels': 'the wheels `cyclegan-pws kaggle push` uploaded, offline', 'pypi': 'PyPI'}
+
 def _md(*lines: str) -> str: return '\n'.join(lines)
 
-def kernel_cells(cfg: KernelConfig = KernelConfig()) -> list[tuple[str, str, str]]:
-    "The kernel notebook as (cell id, 'markdown'|'code', source) triples, its settings cell holding `cfg`."
+def kernel_cells(cfg: KernelConfig = KernelConfig(), install: str = 'wheels') -> list[tuple[str, str, str]]:
+    "The kernel notebook as (cell id, 'markdown'|'code', source) triples, its settings cell holding `cfg`, installing from `install`."
+    check_install(install)
     if cfg.preset not in PRESETS['cyclegan']: raise UserError(f'preset {cfg.preset!r} unknown; use one of {", ".join(PRESETS["cyclegan"])}')
     parse_duration(cfg.session); parse_duration(cfg.reserve)
     for ref in (cfg.healthy_dataset, cfg.pws_dataset):
@@ -302,10 +379,11 @@ def kernel_cells(cfg: KernelConfig = KernelConfig()) -> list[tuple[str, str, str
             '(notebook `23_kaggle_kernel`): edit the library, not this file. Run it with `cyclegan-pws kaggle push`; run it again with',
             '`--resume-from <you>/<this kernel>` and it continues from the newest checkpoint of the previous output.',
             '',
-            'Outputs (`/kaggle/working`): `run/` (checkpoints, `log.jsonl`, sample grids), `data/` (the prepared dataset,',
+            'Outputs (`/kaggle/working`): `run/` (checkpoints, `log.jsonl`, sample grids), `data.tar` (the prepared dataset,',
             'reused by the next session), `report/` (metrics and an HTML report), `export/` (generators as safetensors,',
             'TorchScript and ONNX with a model card), and `samples.png`, `loss.png`, `metrics.json`, `summary.json`.')),
-        ('install', 'code', _INSTALL.format(version=v, repo=REPO_URL).rstrip('\n')),
+        ('install', 'code', _INSTALL.format(version=v, source=install, source_text=_SOURCE_TEXT.get(install, install), extras=KERNEL_EXTRAS,
+                                            keeps=IMAGE_KEEPS, wheels_slug=cfg.wheels_dataset).rstrip('\n')),
         ('settings-md', 'markdown', _md(
             '## Settings',
             '',
@@ -331,12 +409,12 @@ def kernel_cells(cfg: KernelConfig = KernelConfig()) -> list[tuple[str, str, str
         ('outputs', 'code', _OUTPUTS.format().rstrip('\n')),
     ]
 
-def kernel_notebook(cfg: KernelConfig = KernelConfig()) -> dict:
+def kernel_notebook(cfg: KernelConfig = KernelConfig(), install: str = 'wheels') -> dict:
     "The kernel as an nbformat 4.5 notebook dict: no outputs, no `metadata.kaggle`, fixed cell ids."
     def cell(cid, kind, src):
         c = {'cell_type': kind, 'id': cid, 'metadata': {}, 'source': src.splitlines(keepends=True)}
         return c | ({'execution_count': None, 'outputs': []} if kind == 'code' else {})
-    return {'cells': [cell(*c) for c in kernel_cells(cfg)],
+    return {'cells': [cell(*c) for c in kernel_cells(cfg, install)],
             'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
                          'language_info': {'name': 'python'}},
             'nbformat': 4, 'nbformat_minor': 5}
@@ -347,11 +425,11 @@ def notebook_bytes(nb: dict) -> bytes:
 
 # %% ../nbs/23_kaggle_kernel.ipynb #abf052b5
 def kernel_files(user: Optional[str] = None, slug: str = DEFAULT_SLUG, datasets: Sequence[str] = (),
-                 resume_from: Optional[str] = None, cfg: KernelConfig = KernelConfig()) -> dict[str, bytes]:
-    "The kernel folder's files (name -> bytes): the notebook and its `kernel-metadata.json`, attaching `cfg`'s datasets and `datasets`."
-    nb = kernel_notebook(cfg)
-    sources = [d for d in (cfg.healthy_dataset, cfg.pws_dataset, *datasets) if d]
-    meta = kernel_metadata(user or PLACEHOLDER_USER, slug, sources, resume_from)
+                 resume_from: Optional[str] = None, cfg: KernelConfig = KernelConfig(), install: str = 'wheels') -> dict[str, bytes]:
+    "The kernel folder's files (name -> bytes): the notebook and its `kernel-metadata.json`, attaching what `kernel_datasets` lists."
+    nb = kernel_notebook(cfg, install)
+    user = user or PLACEHOLDER_USER
+    meta = kernel_metadata(user, slug, kernel_datasets(user, cfg, datasets, install), resume_from)
     return {'kernel-metadata.json': (json.dumps(meta, indent=2) + '\n').encode(), NOTEBOOK_NAME: notebook_bytes(nb)}
 
 def build_kernel(out=KERNEL_DIR, **kw) -> Path:
