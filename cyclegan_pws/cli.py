@@ -259,12 +259,13 @@ _K_PWS = typer.Option(None, '--pws-dataset', help='Your Kaggle dataset of PWS ph
 _K_DATASETS = typer.Option(None, '--dataset', help='Another dataset to attach (repeatable): a prepared trainA/trainB dataset or a wheel.')
 _K_RESUME = typer.Option(None, '--resume-from', help="Continue from this kernel's latest output (owner/slug), via kernel_sources.")
 _K_PRESET = typer.Option(KernelConfig.preset, '--preset', help='Run preset the kernel trains: seed, paper or tiny.')
+_K_METHOD = typer.Option(KernelConfig.method, '--method', help='What the kernel trains: removal (the remover) or cyclegan.')
 _K_SIZE = typer.Option(KernelConfig.size, '--size', help='Image side in pixels.')
 _K_PYPI = typer.Option(False, '--pypi', help='Install the published release from PyPI instead of uploading wheels.')
 _K_URL = typer.Option(None, '--package-url', help='Install from this pip URL (git+https://...@TAG, or a wheel URL) instead of uploading wheels.')
 
-def _kernel_config(healthy_dataset, pws_dataset, preset, size) -> KernelConfig:
-    return KernelConfig(preset=preset, size=size, healthy_dataset=healthy_dataset, pws_dataset=pws_dataset)
+def _kernel_config(healthy_dataset, pws_dataset, preset, size, method) -> KernelConfig:
+    return KernelConfig(preset=preset, size=size, healthy_dataset=healthy_dataset, pws_dataset=pws_dataset, method=method)
 
 def _install(pypi: bool, package_url: Optional[str]) -> str:
     if pypi and package_url: raise UserError('give --pypi or --package-url, not both')
@@ -275,12 +276,13 @@ def kaggle_build(out: Path = typer.Option(Path('kaggle_kernel'), '--out', help='
                  user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name in the metadata (default: a placeholder).'),
                  slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                  dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                 preset: str = _K_PRESET, size: int = _K_SIZE, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
+                 preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI,
+                 package_url: Optional[str] = _K_URL,
                  check: bool = typer.Option(False, '--check', help='Only check that OUT matches what build would write.')):
     "Generate the Kaggle kernel (notebook + kernel-metadata.json) from the library."
     from cyclegan_pws.kaggle_kernel import build_kernel, check_kernel
     kw = dict(user=user, slug=slug, datasets=dataset or (), resume_from=resume_from,
-              cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size), install=_install(pypi, package_url))
+              cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size, method), install=_install(pypi, package_url))
     if check:
         bad = check_kernel(out, **kw)
         if bad: raise UserError(f'{out}: {", ".join(bad)} differ from the generator; run cyclegan-pws kaggle build')
@@ -299,14 +301,15 @@ def kaggle_wheels(out: Path = typer.Option(Path('kaggle_wheels'), '--out', help=
 def kaggle_push(user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name (default: from the Kaggle CLI credentials).'),
                 slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                 dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                preset: str = _K_PRESET, size: int = _K_SIZE, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
+                preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI,
+                package_url: Optional[str] = _K_URL,
                 session: Optional[str] = typer.Option(None, '--session', help='Session cap (default 9h); the budget is min(it, TPU quota left) - 15m.'),
                 wheelhouse: Optional[Path] = typer.Option(None, '--wheelhouse', help='Upload this folder from `kaggle wheels` instead of building one.'),
                 keep: Optional[Path] = typer.Option(None, '--keep', help='Build into this folder (kept) instead of a temporary one.')):
     "Upload the wheels (a private dataset), build the kernel for your account with this week's session budget and push it to a TPU v5e-8."
     from cyclegan_pws.kaggle import push
     r = push(user=user, slug=slug, resume_from=resume_from, datasets=dataset or (), folder=keep,
-             cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size), install=_install(pypi, package_url),
+             cfg=_kernel_config(healthy_dataset, pws_dataset, preset, size, method), install=_install(pypi, package_url),
              session=session, wheelhouse=wheelhouse)
     srcs = r['metadata']['dataset_sources'] + r['metadata']['kernel_sources']
     typer.echo(f"kaggle push: {r['ref']} on {r['metadata']['machine_shape']} with {', '.join(srcs) or 'no inputs'} -> {r['url']}")

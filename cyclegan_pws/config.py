@@ -265,7 +265,7 @@ class TreatmentConfig:
         "The doses of the sample/report strips: 1, 5, 10 sessions or 25/50/75% clearance."
         return (1.0, 5.0, 10.0) if self.dose == 'sessions' else (0.25, 0.5, 0.75)
 
-# %% ../nbs/07_config.ipynb #093c693d
+# %% ../nbs/07_config.ipynb #55c66287
 @dataclass(frozen=True)
 class RemovalConfig:
     "The removal task: region network, pseudo-pairs, optimizer, EMA, and the threshold that makes the region."
@@ -398,6 +398,7 @@ class KernelConfig:
     fid: bool = True
     export: bool = True
     device: str = 'auto'             # auto: all TPU chips when there are; xla: torch_xla on whatever PJRT_DEVICE names (tests: CPU)
+    method: str = 'removal'          # what it trains: the mask-guided remover, or 'cyclegan'
     wheels_dataset: str = 'cyclegan-pws-wheels'  # your private dataset of the package's wheels (`kaggle push` uploads it)
 
 # %% ../nbs/07_config.ipynb #755914ce

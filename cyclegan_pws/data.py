@@ -170,7 +170,7 @@ class UnpairedDataset(Dataset):
             if fb: b = b.flip(-1)
         return {'A': a, 'B': b}
 
-# %% ../nbs/08_data.ipynb #3fc3df84
+# %% ../nbs/08_data.ipynb #b5f95a55
 LANDMARKS = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
 
 def read_landmarks(image_path) -> dict | None:
@@ -205,7 +205,7 @@ def flip_landmarks(lm: dict, width: int) -> dict:
 def landmark_tensor(lm: dict) -> torch.Tensor: return torch.tensor([lm[q] for q in LANDMARKS], dtype=torch.float32)
 def landmark_dict(t) -> dict: return {q: (float(t[i][0]), float(t[i][1])) for i, q in enumerate(LANDMARKS)}
 
-# %% ../nbs/08_data.ipynb #c65109ae
+# %% ../nbs/08_data.ipynb #c6a61e4b
 class FaceDataset(Dataset):
     "Crops of one folder with landmarks: `{'image': uint8 (3,size,size), 'landmarks': (5,2) pixels}`; seeded flips."
     def __init__(self, folder, size: int = 256, flip: bool = False, seed: int = 0, cache: bool = False, cache_dir=None):

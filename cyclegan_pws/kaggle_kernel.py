@@ -17,9 +17,9 @@ from .config import KernelConfig, PRESETS, parse_duration, kaggle_input_root
 __all__ = ['HEALTHY_DATASET', 'DEFAULT_SLUG', 'NOTEBOOK_NAME', 'MACHINE_SHAPE', 'KERNEL_DIR', 'SETTING_PREFIX', 'KERNEL_EXTRAS',
            'IMAGE_KEEPS', 'REPO_URL', 'PLACEHOLDER_USER', 'DATA_MARKER', 'DATA_ARCHIVE', 'PUSH_ONLY', 'KaggleError',
            'check_slug', 'check_ref', 'kernel_metadata', 'check_install', 'kernel_datasets', 'setting', 'time_left',
-           'find_dataset_dir', 'archive_data', 'restore_data', 'choose_dataset', 'training_data', 'adopt_previous_run',
-           'kernel_outputs', 'kernel_cells', 'kernel_notebook', 'notebook_bytes', 'kernel_files', 'build_kernel',
-           'check_kernel']
+           'trainer', 'find_dataset_dir', 'archive_data', 'restore_data', 'choose_dataset', 'training_data',
+           'adopt_previous_run', 'kernel_outputs', 'kernel_cells', 'kernel_notebook', 'notebook_bytes', 'kernel_files',
+           'build_kernel', 'check_kernel']
 
 # %% ../nbs/26_kaggle_kernel.ipynb #607fd6c0
 class KaggleError(UserError):
@@ -115,6 +115,15 @@ def time_left(start: float, session: str = KernelConfig.session, reserve: str = 
     "The training budget as a duration string: `session` minus time since `start` minus `reserve` (at least 0s)."
     now = time.time() if now is None else now
     return f'{max(0, int(parse_duration(session) - (now - start) - parse_duration(reserve)))}s'
+
+# %% ../nbs/26_kaggle_kernel.ipynb #8215dbf2
+def trainer(method: str):
+    "The training function of `method` ('removal' or 'cyclegan'): `train(rc, out, resume, progress) -> dict`."
+    if method == 'removal':
+        from cyclegan_pws.remover import train_remover; return train_remover
+    if method == 'cyclegan':
+        from cyclegan_pws.cyclegan import train_cyclegan; return train_cyclegan
+    raise UserError(f'method {method!r} unknown; use removal or cyclegan')
 
 # %% ../nbs/26_kaggle_kernel.ipynb #a0abfef5
 def find_dataset_dir(ref: str, root=None) -> Optional[Path]:
@@ -317,7 +326,8 @@ def _settings_cell(cfg: KernelConfig) -> str:
                 'reserve': 'kept for evaluation, export and saving', 'healthy_dataset': 'healthy photos',
                 'pws_dataset': 'your PWS photos or crops', 'synth_n': 'synthetic faces per domain if nothing else',
                 'fid': 'needs InceptionV3 weights (internet)', 'export': 'safetensors, TorchScript, ONNX',
-                'device': 'auto: all TPU chips when present; xla: torch_xla on PJRT_DEVICE'}
+                'device': 'auto: all TPU chips when present; xla: torch_xla on PJRT_DEVICE',
+                'method': 'removal (mask-guided remover) or cyclegan'}
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in PUSH_ONLY}
     rows = [(f"{k.upper()} = setting({k!r}, {v!r})", comments[k]) for k, v in values.items()]
     rows[3:3] = [("STEPS = setting('steps', 0) or None", comments['steps']), ("BATCH = setting('batch', 0) or None", comments['batch'])]
@@ -337,16 +347,15 @@ print(f'training on {{DATA}}: {{SOURCE}}')
 
 _TRAIN = '''\
 from cyclegan_pws.config import run_config
-from cyclegan_pws.cyclegan import train_cyclegan
-from cyclegan_pws.kaggle_kernel import adopt_previous_run, time_left
+from cyclegan_pws.kaggle_kernel import adopt_previous_run, time_left, trainer
 RUN = WORK / 'run'
 adopt_previous_run(RUN)
 budget = time_left(START, SESSION, RESERVE)
-rc = run_config(PRESET, str(DATA), task={{'size': SIZE}},
+rc = run_config(PRESET, str(DATA), task={{'size': SIZE}}, kind=METHOD,
                 train={{'steps': STEPS, 'batch_size': BATCH, 'device': DEVICE, 'precision': PRECISION, 'spmd': True,
                        'max_time': budget}})
 print(f'device {{DEVICE}} (auto: all TPU chips via torch_xla SPMD when present), precision {{PRECISION}}, training budget {{budget}}')
-result = train_cyclegan(rc, RUN, resume='auto', progress=True)
+result = trainer(METHOD)(rc, RUN, resume='auto', progress=True)
 print(result)
 '''
 
@@ -366,21 +375,22 @@ def _md(*lines: str) -> str: return '\n'.join(lines)
 def kernel_cells(cfg: KernelConfig = KernelConfig(), install: str = 'wheels') -> list[tuple[str, str, str]]:
     "The kernel notebook as (cell id, 'markdown'|'code', source) triples, its settings cell holding `cfg`, installing from `install`."
     check_install(install)
-    if cfg.preset not in PRESETS['cyclegan']: raise UserError(f'preset {cfg.preset!r} unknown; use one of {", ".join(PRESETS["cyclegan"])}')
+    trainer(cfg.method)
+    if cfg.preset not in PRESETS[cfg.method]: raise UserError(f'preset {cfg.preset!r} unknown; use one of {", ".join(PRESETS[cfg.method])}')
     parse_duration(cfg.session); parse_duration(cfg.reserve)
     for ref in (cfg.healthy_dataset, cfg.pws_dataset):
         if ref: check_ref(ref, 'dataset')
     v = cyclegan_pws.__version__
     return [
         ('title', 'markdown', _md(
-            f'# cyclegan-pws {v}: CycleGAN healthy <-> port-wine stain on a TPU v5e-8',
+            f'# cyclegan-pws {v}: port-wine stain removal trained on a TPU v5e-8',
             '',
             f'Generated by `cyclegan-pws kaggle build` from [cyclegan-pws]({REPO_URL})',
             '(notebook `26_kaggle_kernel`): edit the library, not this file. Run it with `cyclegan-pws kaggle push`; run it again with',
             '`--resume-from <you>/<this kernel>` and it continues from the newest checkpoint of the previous output.',
             '',
             'Outputs (`/kaggle/working`): `run/` (checkpoints, `log.jsonl`, sample grids), `data.tar` (the prepared dataset,',
-            'reused by the next session), `report/` (metrics and an HTML report), `export/` (generators as safetensors,',
+            'reused by the next session), `report/` (metrics and an HTML report), `export/` (the network as safetensors,',
             'TorchScript and ONNX with a model card), and `samples.png`, `loss.png`, `metrics.json`, `summary.json`.')),
         ('install', 'code', _INSTALL.format(version=v, source=install, source_text=_SOURCE_TEXT.get(install, install), extras=KERNEL_EXTRAS,
                                             keeps=IMAGE_KEEPS, wheels_slug=cfg.wheels_dataset).rstrip('\n')),
@@ -405,7 +415,7 @@ def kernel_cells(cfg: KernelConfig = KernelConfig(), install: str = 'wheels') ->
         ('outputs-md', 'markdown', _md(
             '## Evaluate and export',
             '',
-            'Translates the test PWS faces to healthy ones, measures them, exports both generators.')),
+            'Removes the stain from the test PWS faces, measures the result, exports the trained network.')),
         ('outputs', 'code', _OUTPUTS.format().rstrip('\n')),
     ]
 

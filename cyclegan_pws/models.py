@@ -176,7 +176,7 @@ class UnetGenerator(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)
         return self.head(h)
 
-# %% ../nbs/11_models.ipynb #501d8a11
+# %% ../nbs/11_models.ipynb #58a0b2ae
 def _cbr(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     "3x3 conv, group norm, leaky ReLU."
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(4, c_out), nn.LeakyReLU(0.2, inplace=True))

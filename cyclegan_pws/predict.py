@@ -68,7 +68,7 @@ class Translator:
         "Translate several images (any sizes) in one forward pass (`landmarks`: unused, the remover's interface)."
         return predict_at_size(self.net, images, self.size, self.device)
 
-# %% ../nbs/20_predict.ipynb #4bdc9dbc
+# %% ../nbs/20_predict.ipynb #0efb8efa
 def face_landmarks(image: Tensor, path=None) -> dict:
     "The five landmarks of a uint8 (3,H,W) face photo: from `<stem>.json` beside `path`, else MTCNN, else a centred crop's."
     lm = read_landmarks(path) if path is not None else None

@@ -56,7 +56,7 @@ def run_kernel(monkeypatch, inp: Path, work: Path, **settings) -> dict:
 
 def expect_outputs(work: Path, export: bool = True):
     for f in ('metrics.json', 'summary.json', 'loss.png', 'report/report.html') + (
-              ('export/model_card.json', 'export/generator_B2A.onnx', 'export/generator_B2A.safetensors') if export else ()):
+              ('export/model_card.json', 'export/region_net.onnx', 'export/region_net.safetensors') if export else ()):
         assert (work / f).is_file(), f'{f} missing in {sorted(p.name for p in work.iterdir())}'
     assert json.loads((work / 'metrics.json').read_text())['n_images'] >= 1
     return json.loads((work / 'summary.json').read_text())
@@ -116,8 +116,8 @@ def test_raw_photo_folders_are_cropped_once(tmp_path):
     shutil.copy(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False), b / 'hopper.jpg')
     ds, src = KK.training_data(tmp_path / 'w' / 'data', pws='me/pws-photos', size=64, root=root, test_frac=0.0)
     assert ds == tmp_path / 'w' / 'data' / 'dataset' and 'face crops of' in src
-    assert [p.name for p in (ds / 'trainA').iterdir()] == ['astronaut.png']
-    assert [p.name for p in (ds / 'trainB').iterdir()] == ['hopper.png']
+    assert sorted(p.name for p in (ds / 'trainA').iterdir()) == ['astronaut.json', 'astronaut.png']   # the crop and its landmarks
+    assert sorted(p.name for p in (ds / 'trainB').iterdir()) == ['hopper.json', 'hopper.png']
     assert json.loads((ds / KK.DATA_MARKER).read_text())['pws'] == 'me/pws-photos'
     # the next session sees that output under its input root: copied, not cropped again
     shutil.copytree(tmp_path / 'w', root / 'prev-run')
