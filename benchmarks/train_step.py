@@ -9,7 +9,8 @@ low-precision losses drift from fp32.
 
 Columns: s_per_iter (fastest timed step; median_s too), GFLOP/s = FLOPs of one iteration (torch's flop counter)
 / s_per_iter, loss_diff_step1 = largest relative difference of any loss vs fp32 at the first step (same weights,
-same batch), max_loss_diff = the same over all steps (the runs drift apart once the weights are updated).
+same batch), max_loss_diff = the same over all steps (the runs drift apart once the weights are updated), first_step_s = the
+untimed first step (with `_compile` variants: compilation; it pays back after first_step_s / (s - s_compiled) steps).
 bf16 variants are measured only on CPUs with native bf16 (AMX/AVX512-BF16); elsewhere PyTorch emulates bf16
 convolutions at ~1/300 of the fp32 speed, and `precision='auto'` trains in fp32.
 
@@ -73,6 +74,7 @@ def bench(size, variants, steps, warmup=1, device='cpu', batch=1, pin=None):
     tasks = {v: make(size, v, device) for v in variants}
     data = [{k: x.to(device) for k, x in b.items()} for b in batches(size, warmup + steps, batch)]
     times = {v: [] for v in variants}
+    first_s = {}  # the first step of each variant: oneDNN's kernel choice, torch.compile's compilation
     losses = {v: [] for v in variants}
     for i, b in enumerate(data):
         if i == warmup and pin: _pin(pin)  # compiled and warmed up on every core, timed on the pinned ones
@@ -85,7 +87,8 @@ def bench(size, variants, steps, warmup=1, device='cpu', batch=1, pin=None):
             dt = time.perf_counter() - t
             losses[v].append({k: float(x) for k, x in out.items()})
             if i >= warmup: times[v].append(dt)
-    return times, losses
+            elif i == 0: first_s[v] = dt
+    return times, losses, first_s
 
 
 def main():
@@ -111,7 +114,7 @@ def main():
     for size in map(int, a.sizes.split(',')):
         flops = step_flops(size, a.batch, a.device)
         pin = set(map(int, a.pin.split(','))) if a.pin else None
-        times, losses = bench(size, variants, a.steps, a.warmup, a.device, a.batch, pin)
+        times, losses, first_s = bench(size, variants, a.steps, a.warmup, a.device, a.batch, pin)
         pick = min if a.device == 'cpu' else (lambda ts: sorted(ts)[len(ts) // 2])  # CPU: least disturbed step; GPU: median
         base = pick(times[variants[0]])
         for v in variants:
@@ -122,7 +125,8 @@ def main():
             rows.append({'size': size, 'batch': a.batch, 'variant': v, 's_per_iter': round(s, 3), 'median_s': round(sorted(times[v])[len(times[v]) // 2], 3),
                          'speedup_vs_' + variants[0]: round(base / s, 2), 'gflop_per_iter': round(flops / 1e9, 1),
                          'gflops': round(flops / 1e9 / s, 1), 'loss_diff_step1': None if first is None else round(first, 5),
-                         'max_loss_diff': None if drift is None else round(drift, 4)})
+                         'max_loss_diff': None if drift is None else round(drift, 4),
+                         'first_step_s': round(first_s[v], 2) if v in first_s else None})
     cols = list(rows[0])
     print(' | '.join(f'{c:>14}' for c in cols))
     for r in rows: print(' | '.join(f'{str(r[c]):>14}' for c in cols))

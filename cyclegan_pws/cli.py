@@ -36,6 +36,9 @@ def _root(version: bool = typer.Option(False, '--version', callback=_version, is
 # %% ../nbs/24_cli.ipynb #62eb9256
 def main(argv: Optional[list[str]] = None):
     "Entry point of the `cyclegan-pws` console script."
+    # Idle OpenMP threads sleep instead of spinning, so training beside another busy process slows ~2x, not ~20x
+    # (13_engine). libgomp reads this once, when torch loads it; no subcommand has imported torch yet.
+    import os; os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     try: app(args=argv, prog_name='cyclegan-pws')
     except UserError as e:
         typer.echo(f'cyclegan-pws: error: {e}', err=True); sys.exit(2)

@@ -33,11 +33,9 @@ class ImagePool(nn.Module):
         self.register_buffer('count', torch.zeros((), dtype=torch.long))
 
     def _write(self, rows: Tensor, mask: Tensor, x: Tensor):
-        "Replace pool rows `rows[i]` by `x[i]` where `mask[i]` (rows distinct among masked items)."
-        onehot = F.one_hot(rows, self.size).to(x.dtype) * mask[:, None].to(x.dtype)     # (B, size)
-        keep = 1 - onehot.sum(0)                                                        # (size,)
-        new = onehot.t() @ x.flatten(1)                                                 # (size, CHW)
-        self.images.copy_(self.images * keep.view(-1, *[1] * (self.images.dim() - 1)) + new.view_as(self.images))
+        "Replace pool rows `rows[i]` by `x[i]` where `mask[i]` (`rows` distinct): B rows read and written, not the pool."
+        keep = mask.view(-1, *[1] * (x.dim() - 1))
+        self.images.index_copy_(0, rows, torch.where(keep, x, self.images[rows]))
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
@@ -51,7 +49,7 @@ class ImagePool(nn.Module):
         x32 = x.detach().float()
         slot = self.count + torch.arange(B, device=x.device)
         filling = slot < self.size
-        self._write(slot.clamp(max=self.size - 1), filling, x32)
+        self._write(slot % self.size, filling, x32)                                     # B <= size consecutive slots: distinct rows
         self.count.copy_(torch.clamp(self.count + B, max=self.size))
         rows = torch.rand(self.size, device=x.device).argsort()[:B]                     # distinct random slots
         swap = ~filling & (torch.rand(B, device=x.device) < self.swap)
@@ -88,7 +86,10 @@ class CycleGAN(GANTask):
         c = self.cfg
         mf = torch.channels_last if c.channels_last else torch.contiguous_format
         real_A, real_B = to_float(batch['A']).contiguous(memory_format=mf), to_float(batch['B']).contiguous(memory_format=mf)
-        fake_B, fake_A = self.G_AB(real_A), self.G_BA(real_B)
+        if c.lambda_identity > 0:  # one call per generator on [its input, its own domain]: every layer is per image
+            fake_B, idt_B = self.G_AB(torch.cat([real_A, real_B])).chunk(2)
+            fake_A, idt_A = self.G_BA(torch.cat([real_B, real_A])).chunk(2)
+        else: fake_B, fake_A = self.G_AB(real_A), self.G_BA(real_B)
         adv = g_loss(self.D_B(self.augment(fake_B)), c.loss) + g_loss(self.D_A(self.augment(fake_A)), c.loss)
         cycle = F.l1_loss(self.G_BA(fake_B).float(), real_A.float())
         loss = adv + c.lambda_cycle * cycle
@@ -98,16 +99,17 @@ class CycleGAN(GANTask):
             loss, cycle = loss + lam_B * cyc_B, cycle + cyc_B
         logs = {'G_adv': adv, 'cycle': cycle}
         if c.lambda_identity > 0:
-            idt = F.l1_loss(self.G_AB(real_B).float(), real_B.float()) + F.l1_loss(self.G_BA(real_A).float(), real_A.float())
+            idt = F.l1_loss(idt_B.float(), real_B.float()) + F.l1_loss(idt_A.float(), real_A.float())
             loss, logs['idt'] = loss + c.lambda_cycle * c.lambda_identity * idt, idt
         return loss, logs, {'A': real_A, 'B': real_B, 'fake_A': fake_A.detach(), 'fake_B': fake_B.detach()}
 
     def discriminator_loss(self, batch: dict, run: Runner, made: dict) -> tuple[Tensor, dict]:
-        "Each D on augmented reals and on augmented fakes drawn through its image pool."
+        "Each D on augmented reals and on augmented fakes drawn through its image pool, both in one call."
         c = self.cfg
         old_A, old_B = self.pool_A(made['fake_A']), self.pool_B(made['fake_B'])
-        real_A, real_B = self.D_A(self.augment(made['A'])), self.D_B(self.augment(made['B']))
-        loss_A, loss_B = d_loss(real_A, self.D_A(self.augment(old_A)), c.loss), d_loss(real_B, self.D_B(self.augment(old_B)), c.loss)
+        real_A, fake_A = self.D_A(self.augment(torch.cat([made['A'], old_A.to(made['A'].dtype)]))).chunk(2)
+        real_B, fake_B = self.D_B(self.augment(torch.cat([made['B'], old_B.to(made['B'].dtype)]))).chunk(2)
+        loss_A, loss_B = d_loss(real_A, fake_A, c.loss), d_loss(real_B, fake_B, c.loss)
         made['real_logits'] = (real_A.detach(), real_B.detach())
         return loss_A + loss_B, {'D_A': loss_A, 'D_B': loss_B}
 

@@ -20,7 +20,7 @@ from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_
 
 # %% auto #0
 __all__ = ['FP16_INIT_SCALE', 'lr_factor', 'pick_device', 'resolve_precision', 'Runner', 'Task', 'set_requires_grad', 'GANTask',
-           'NonFiniteLoss', 'to_device', 'start_run', 'plot_losses', 'TrainingLog', 'StopRequest', 'fit']
+           'NonFiniteLoss', 'to_device', 'cpu_threads', 'start_run', 'plot_losses', 'TrainingLog', 'StopRequest', 'fit']
 
 # %% ../nbs/13_engine.ipynb #74459d54
 def lr_factor(step: int, total: int, schedule: str = 'linear', warmup: float = 0.0, decay_start: float = 0.5) -> float:
@@ -240,6 +240,26 @@ def _params_finite(task) -> bool:
     return all(bool(p.detach().to('cpu').isfinite().all()) for p in task.parameters())
 
 # %% ../nbs/13_engine.ipynb #9423953f
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (physical cores, or OMP_NUM_THREADS), before anyone changes it
+
+def _cgroup_cpus() -> Optional[float]:
+    "The CPU quota of this process's container in cores (cgroup v2 or v1), or None when there is none."
+    for quota_file, period_file in (('/sys/fs/cgroup/cpu.max', None),
+                                    ('/sys/fs/cgroup/cpu/cpu.cfs_quota_us', '/sys/fs/cgroup/cpu/cpu.cfs_period_us')):
+        try:
+            q = Path(quota_file).read_text().split()
+            quota, period = q[0], (q[1] if period_file is None else Path(period_file).read_text().strip())
+            if quota not in ('max', '-1'): return int(quota) / int(period)
+        except (OSError, IndexError, ValueError): continue
+    return None
+
+def cpu_threads(processes: int = 1) -> int:
+    "Threads per process: torch's default capped by the cores this process may use and the container's quota, split over `processes`."
+    n = min(_DEFAULT_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else _DEFAULT_THREADS)
+    quota = _cgroup_cpus()
+    if quota is not None: n = min(n, max(1, round(quota)))
+    return max(1, n // max(1, processes))
+
 def start_run(cfg: TrainConfig) -> Runner:
     "The `Runner` of a run as `cfg` says: device, precision, processes (DDP/SPMD), seeded generators, CPU threads."
     rank, world = _world()
@@ -252,8 +272,11 @@ def start_run(cfg: TrainConfig) -> Runner:
     # after the first few steps (measured: 5.6 s -> 31 s at 128 px). Flushing them to zero changes nothing else.
     if device.type == 'cpu': torch.set_flush_denormal(True)
     # more busy threads than free cores make libgomp's spin-waiting thrash: two runs side by side with a thread
-    # per core each took 15 s per step instead of 0.55 s (measured); `threads` splits the cores between them
+    # per core each took 15 s per step instead of 0.55 s (measured); `threads` splits the cores between them, and
+    # without it the processes of a run on one machine share them (see above for OMP_WAIT_POLICY)
     if cfg.threads: torch.set_num_threads(cfg.threads)
+    elif device.type == 'cpu' and 'OMP_NUM_THREADS' not in os.environ:
+        torch.set_num_threads(cpu_threads(int(os.environ.get('LOCAL_WORLD_SIZE', '1'))))
     return run
 
 def _resume(task, run: Runner, ck_dir: Path, resume: Optional[str]) -> tuple[int, Optional[Path]]:
