@@ -624,5 +624,5 @@ def test_tpu_image_pushed_kernel_installs_offline_then_trains_resumes_and_export
     assert 'unpacked' in s2['data'] and 'prepared dataset' not in s2['data'] and 'synthetic dataset' in s2['data'], s2['data']
     assert 'continuing' in s2['train'] and "'status': 'stopped', 'step': 3" in s2['train'], s2['train']
     s = expect_outputs(s2['work'])
-    assert s['checkpoint_step'] == 3 and (s2['work'] / 'export' / 'generator_B2A.onnx').stat().st_size > 1000
+    assert s['checkpoint_step'] == 3 and (s2['work'] / 'export' / 'region_net.onnx').stat().st_size > 1000
     print(f'total {time.time() - t0:.0f} s')
