@@ -194,22 +194,30 @@ def _engine_options(steps, epochs, batch, device, precision, max_time, seed, log
 @app.command()
 def train(data: Path = typer.Option(..., '--data', help='Dataset folder with trainA/ (healthy) and trainB/ (PWS).'),
           out: Path = typer.Option(..., '--out', help='Run folder: checkpoints, logs, samples.'),
-          preset: str = typer.Option(DEFAULT_PRESET, '--preset', help='seed (the Kaggle budget), paper, tiny (tests) or demo (the main job\'s recipe).'),
-          size: Optional[int] = typer.Option(None, '--size', help='Image side (64..256; default: the preset\'s).'),
+          method: str = typer.Option('removal', '--method', help='removal (the remover) or cyclegan (the GAN baselines; also adds stains).'),
+          preset: str = typer.Option(DEFAULT_PRESET, '--preset', help='removal: seed (the Kaggle budget), paper, demo (the main job), tiny; '
+                                     'cyclegan: also previous, reference.'),
+          size: Optional[int] = typer.Option(None, '--size', help='Side the faces are read at (default: the preset\'s).'),
           steps: Optional[int] = _STEPS, epochs: Optional[int] = _EPOCHS, batch: Optional[int] = _BATCH,
-          loss: Optional[str] = typer.Option(None, '--loss', help='lsgan, vanilla or hinge.'),
-          augment: Optional[str] = typer.Option(None, '--augment', help='none, diffaug or ada.'),
+          loss: Optional[str] = typer.Option(None, '--loss', help='cyclegan: lsgan, vanilla or hinge.'),
+          augment: Optional[str] = typer.Option(None, '--augment', help='cyclegan: none, diffaug or ada.'),
           seed: int = typer.Option(0, '--seed', help='Seed of weights, data order and augmentation.'),
           device: str = _DEVICE, precision: str = _PRECISION, resume: Optional[str] = _RESUME, max_time: Optional[str] = _MAX_TIME,
           log_every: Optional[int] = _LOG_EVERY, ckpt_every: Optional[int] = _CKPT_EVERY, workers: int = _WORKERS,
           threads: Optional[int] = _THREADS, tensorboard: bool = _TENSORBOARD, progress: bool = _PROGRESS):
-    "Train the healthy <-> PWS CycleGAN."
+    "Train the stain remover (or, with --method cyclegan, the healthy <-> PWS CycleGAN)."
     from cyclegan_pws.config import run_config
-    from cyclegan_pws.cyclegan import train_cyclegan
-    rc = run_config(preset, str(data), task={'size': size, 'loss': loss, 'augment': augment},
+    if method not in ('removal', 'cyclegan'): raise UserError(f'--method {method}: use removal or cyclegan')
+    if method == 'removal' and (loss or augment): raise UserError('--loss and --augment are CycleGAN options; add --method cyclegan')
+    task = {'size': size} if method == 'removal' else {'size': size, 'loss': loss, 'augment': augment}
+    rc = run_config(preset, str(data), task=task, kind=method,
                     train=_engine_options(steps, epochs, batch, device, precision, max_time, seed, log_every, ckpt_every,
                                           workers, threads, tensorboard))
-    res = train_cyclegan(rc, out, resume=resume, progress=progress)
+    if method == 'removal':
+        from cyclegan_pws.remover import train_remover as train_run
+    else:
+        from cyclegan_pws.cyclegan import train_cyclegan as train_run
+    res = train_run(rc, out, resume=resume, progress=progress)
     typer.echo(f"train: {res['status']} at step {res['step']}; checkpoint {res['checkpoint']}")
 
 # %% ../nbs/24_cli.ipynb #c46956cb
@@ -220,12 +228,12 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
                   direction: str = typer.Option('B2A', '--direction', help='B2A (PWS -> healthy) or A2B (healthy -> PWS).'),
                   batch_size: int = typer.Option(8, '--batch-size', min=1, help='Images per forward pass.'),
                   device: str = _DEVICE):
-    "Translate a folder of face photos with a trained run's generator."
+    "Remove the stain from a folder of face photos (or add one, A2B, with a CycleGAN run)."
     from cyclegan_pws.predict import translate_folder
     r = translate_folder(checkpoint, inp, out, direction=direction, batch_size=batch_size, device=device,
                          progress=sys.stderr.isatty())
-    typer.echo(f"translate {r['direction']}: {r['translated']} images ({r['resized']} restored from {r['size']} px), "
-               f"{r['skipped']} unreadable skipped -> {r['out']}")
+    how = 'at full resolution' if r['size'] is None else f"{r['resized']} restored from {r['size']} px"
+    typer.echo(f"translate {r['direction']}: {r['translated']} images ({how}), {r['skipped']} unreadable skipped -> {r['out']}")
     if r['damaged_files']:
         typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
                    f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
@@ -233,10 +241,10 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),
                out: Path = typer.Option(..., '--out', help='Folder for the exported generators and model_card.json.')):
-    "Export both generators as safetensors, TorchScript and ONNX (checked with ONNX Runtime), with a model card."
+    "Export a run's networks (remover: region network; CycleGAN: both generators) as safetensors, TorchScript and ONNX, with a model card."
     from cyclegan_pws.export import export_generators
     card = export_generators(checkpoint, out)
-    diff = max(card['checks'][d]['onnxruntime_max_abs_diff'] for d in ('A2B', 'B2A'))
+    diff = max(c.get('onnxruntime_max_abs_diff', c['torchscript_max_abs_diff']) for k, c in card['checks'].items() if isinstance(c, dict))
     mb = sum(f['bytes'] for f in card['files'].values()) / 2**20
     typer.echo(f"export: {len(card['files'])} files ({mb:.1f} MB), ONNX Runtime vs PyTorch max abs diff {diff:.1e} "
                f"-> {Path(out) / 'model_card.json'}")
@@ -344,20 +352,23 @@ def app_cmd(checkpoint: Optional[Path] = typer.Option(None, '--checkpoint', help
 @app.command('demo')
 def demo_cmd(out: Path = typer.Option(Path('demo'), '--out', help='Folder for everything the demo writes (created; re-run to resume).'),
              n: Optional[int] = typer.Option(None, '--n', min=2, help='Synthetic faces per domain (default: the measured setting).'),
-             size: Optional[int] = typer.Option(None, '--size', help=f'Image side in pixels (default {DemoConfig.size}).'),
+             size: Optional[int] = typer.Option(None, '--size', help=f'Face side in pixels (default {DemoConfig.size}).'),
              steps: Optional[int] = typer.Option(None, '--steps', min=1, help='Training steps (default: the measured setting).'),
              seed: Optional[int] = typer.Option(None, '--seed', help=f'Seed of the data, the weights and the training (default {DemoConfig.seed}).'),
              fid: bool = typer.Option(False, '--fid/--no-fid', help='Also compute FID/KID (downloads InceptionV3 weights once).'),
              progress: bool = typer.Option(True, '--progress/--no-progress', help='Show progress bars.')):
-    "The main job: synthetic faces -> CycleGAN -> birthmark removal measured against ground truth -> report and export."
+    "The main job: synthetic faces -> the remover -> birthmark removal measured against ground truth on three test sets -> report and export."
     from cyclegan_pws.demo import run_demo
     given = {k: v for k, v in dict(n=n, size=size, steps=steps, seed=seed).items() if v is not None}
     s = run_demo(out, **given, fid=fid, progress=progress, log=typer.echo)
-    h, f = s['headline'], s['files']
-    typer.echo(f"demo: {h['n_images']} held-out faces, clearance {h['clearance_pct_mean']:.1f}% (median {h['clearance_pct_median']:.1f}%), "
-               f"PSNR outside the lesion {h['psnr_outside_lesion_db_mean']:.1f} dB, SSIM {h['ssim_outside_lesion_mean']:.3f}, "
-               f"in {s['times']['total_s'] / 60:.1f} min")
-    typer.echo(f"report {f['report']} | metrics {f['metrics']} | grid {f['grid']} | samples {f['samples']} | generators {f['export']}")
+    for name, h in s['headline'].items():
+        lo, hi = h['clearance_pct_pooled_ci95']
+        typer.echo(f"demo: {name.replace('_', ' ')} ({h['n_images']}): clearance {h['clearance_pct_pooled']:.1f}% pooled "
+                   f"(95% CI {lo:.1f}-{hi:.1f}), PSNR outside the lesion {h['psnr_outside_lesion_db_pooled']:.1f} dB "
+                   f"(face {h['psnr_outside_lesion_face_db_pooled']:.1f} dB)")
+    f = s['files']
+    typer.echo(f"demo: done in {s['times']['total_s'] / 60:.1f} min; report {f['report']} | metrics {f['metrics']} | grid {f['grid']} | "
+               f"samples {f['samples']} | exported network {f['export']}")
 
 # %% ../nbs/24_cli.ipynb #dac9e46c
 treat_app = typer.Typer(no_args_is_help=True, help='Predict how a PWS face will look after laser treatment (dose-conditioned pix2pix).')

@@ -15,8 +15,8 @@ from .io import UserError
 __all__ = ['GENERATORS', 'DISCRIMINATORS', 'MODEL_PRESETS', 'SCHEDULES', 'PRECISIONS', 'DEVICES', 'LOSSES', 'AUGMENTS', 'DOSES',
            'ENCODINGS', 'CONDITIONS', 'TREAT_DISCRIMINATORS', 'L1_KINDS', 'TASK_CONFIGS', 'DEFAULT_PRESET', 'PRESETS',
            'KAGGLE_INPUT_ENV', 'KAGGLE_WORKING_ENV', 'parse_duration', 'ModelConfigError', 'ModelConfig',
-           'model_config', 'DataConfig', 'default', 'TrainConfig', 'CycleGANConfig', 'TreatmentConfig', 'RunConfig',
-           'run_config', 'DemoConfig', 'KernelConfig', 'kaggle_input_root', 'kaggle_working_root']
+           'model_config', 'DataConfig', 'default', 'TrainConfig', 'CycleGANConfig', 'TreatmentConfig', 'RemovalConfig',
+           'RunConfig', 'run_config', 'DemoConfig', 'KernelConfig', 'kaggle_input_root', 'kaggle_working_root']
 
 # %% ../nbs/07_config.ipynb #6dcb5f0a
 _DURATION = re.compile(r'(\d+(?:\.\d+)?)([dhms])')
@@ -265,20 +265,44 @@ class TreatmentConfig:
         "The doses of the sample/report strips: 1, 5, 10 sessions or 25/50/75% clearance."
         return (1.0, 5.0, 10.0) if self.dose == 'sessions' else (0.25, 0.5, 0.75)
 
+# %% ../nbs/07_config.ipynb #093c693d
+@dataclass(frozen=True)
+class RemovalConfig:
+    "The removal task: region network, pseudo-pairs, optimizer, EMA, and the threshold that makes the region."
+    widths: tuple = (16, 32, 48, 64)  # StainRegionNet's channels per level
+    size: int = 128                  # faces are read and pseudo-pairs built at this side
+    net_size: int = 64               # the region network's input side
+    lr: float = 2e-3
+    betas: tuple = (0.9, 0.99)
+    ema: float = 0.98                # weight of the old EMA per step; the EMA net is what predictions use
+    both_sides: float = 0.25         # share of pseudo-stains on both sides of the face
+    photometric: float = 1.0         # strength of one-sided lighting/tint/noise on training faces (0: off)
+    detect_threshold: float = 0.06   # the classical detector that finds training stains (`mirror.asymmetry_region`)
+    threshold: float = 0.5           # alpha above this is the stain
+
+    def __post_init__(self):
+        def bad(what, fix): raise UserError(f'removal config: {what}; {fix}')
+        object.__setattr__(self, 'widths', tuple(self.widths)); object.__setattr__(self, 'betas', tuple(self.betas))
+        if self.net_size % 2 ** (len(self.widths) - 1) or self.net_size < 16:
+            bad(f'net_size={self.net_size} does not halve {len(self.widths) - 1} times', 'use a multiple of 8 such as 64 or 128')
+        if self.size < self.net_size: bad(f'size={self.size} is below net_size={self.net_size}', 'use size >= net_size, e.g. 128 and 64')
+        if not 0 <= self.both_sides <= 1 or not 0 < self.threshold < 1 or not 0 <= self.ema < 1:
+            bad('both_sides, threshold and ema must lie in [0, 1]', 'e.g. 0.25, 0.5 and 0.98')
+
 # %% ../nbs/07_config.ipynb #a083fe07
-TASK_CONFIGS = {'cyclegan': CycleGANConfig, 'treatment': TreatmentConfig}
+TASK_CONFIGS = {'removal': RemovalConfig, 'cyclegan': CycleGANConfig, 'treatment': TreatmentConfig}
 
 @dataclass(frozen=True)
 class RunConfig:
     "Everything one run depends on (data, task, engine), saved as `config.json` in the run folder."
     data: DataConfig
-    task: Union[CycleGANConfig, TreatmentConfig]
+    task: Union[RemovalConfig, CycleGANConfig, TreatmentConfig]
     train: TrainConfig
     preset: str = 'custom'
 
     @property
     def kind(self) -> str:
-        "'cyclegan' or 'treatment': which task this run trains."
+        "'removal', 'cyclegan' or 'treatment': which task this run trains."
         return next(k for k, c in TASK_CONFIGS.items() if isinstance(self.task, c))
 
     def to_dict(self) -> dict:
@@ -299,6 +323,18 @@ class RunConfig:
 DEFAULT_PRESET = 'seed'
 
 PRESETS = {
+    'removal': {
+        'paper': (dict(widths=(32, 64, 128, 256), size=256, net_size=128),
+                  dict(steps=20000, batch_size=32, schedule='warmup_hold_decay', warmup=0.02, decay_start=0.5)),
+        'seed': (dict(widths=(32, 64, 96, 128), size=256, net_size=128),
+                 dict(steps=8000, batch_size=32, schedule='warmup_hold_decay', warmup=0.02, decay_start=0.5)),
+        'tiny': (dict(widths=(8, 16, 24, 32), size=64, net_size=32),
+                 dict(steps=40, batch_size=4, schedule='warmup_hold_decay', warmup=0.1, decay_start=0.5, precision='fp32',
+                      log_every=10, ckpt_every=20)),
+        'demo': (dict(),
+                 dict(steps=500, batch_size=8, schedule='warmup_hold_decay', warmup=0.1, decay_start=0.5, device='cpu',
+                      precision='fp32', log_every=25, ckpt_every=100)),
+    },
     'cyclegan': {
         'paper': (dict(model='paper', size=256, loss='lsgan'),
                   dict(epochs=200, batch_size=1, schedule='linear', decay_start=0.5)),
@@ -306,10 +342,6 @@ PRESETS = {
                  dict(epochs=95, batch_size=24, schedule='warmup_hold_decay', warmup=0.05, decay_start=0.8)),
         'tiny': (dict(model='tiny', size=64, loss='lsgan', augment='ada'),
                  dict(steps=200, batch_size=4, schedule='linear', decay_start=0.5, precision='fp32', log_every=10, ckpt_every=50)),
-        'demo': (dict(model=asdict(replace(MODEL_PRESETS['tiny'], residual=True)), size=64, loss='lsgan', augment='ada',
-                      lambda_cycle_B=0.0, lr_g=5e-4, lr_d=5e-4),
-                 dict(steps=1200, batch_size=4, schedule='linear', decay_start=0.5, device='cpu', precision='fp32',
-                      log_every=25, ckpt_every=100)),
         'previous': (dict(model=asdict(replace(MODEL_PRESETS['tiny'], residual=True)), size=64, loss='lsgan', augment='ada',
                           lambda_cycle_B=0.0, lr_g=5e-4, lr_d=5e-4),
                      dict(steps=1200, batch_size=4, schedule='linear', decay_start=0.5, device='cpu', precision='fp32',
@@ -346,10 +378,10 @@ def run_config(preset: str = DEFAULT_PRESET, data: str = 'data', task: Optional[
 class DemoConfig:
     "The main job's data: synthetic faces per domain, their size, the held-out share, the seed."
     n: int = 300
-    size: int = 64
+    size: int = 256                  # the faces' side; the remover trains at its own `size` and removes at this one
     test_frac: float = 0.15
     seed: int = 0
-    preset: str = 'demo'             # the run preset it trains
+    preset: str = 'demo'             # the removal run preset it trains
 
 @dataclass(frozen=True)
 class KernelConfig:

@@ -20,9 +20,11 @@ from .io import (ImageError, MissingInput, UserError, atomic_path, image_files, 
                              sha256_file)
 
 # %% auto #0
-__all__ = ['CHECKPOINT_EXTS', 'to_float', 'to_uint8', 'to_tensor', 'to_pil', 'resize', 'load_image_tensor', 'ImageList',
-           'item_rng', 'epoch_permutation', 'UnpairedDataset', 'read_doses', 'PairedDataset', 'split_of', 'split_files',
-           'split_folder', 'KaggleInputs', 'find_kaggle_inputs', 'ResumableBatchSampler', 'make_loader', 'set_epoch']
+__all__ = ['LANDMARKS', 'CHECKPOINT_EXTS', 'to_float', 'to_uint8', 'to_tensor', 'to_pil', 'resize', 'load_image_tensor',
+           'ImageList', 'item_rng', 'epoch_permutation', 'UnpairedDataset', 'read_landmarks', 'crop_landmarks',
+           'scale_landmarks', 'fit_landmarks', 'flip_landmarks', 'landmark_tensor', 'landmark_dict', 'FaceDataset',
+           'read_doses', 'PairedDataset', 'split_of', 'split_files', 'split_folder', 'KaggleInputs',
+           'find_kaggle_inputs', 'ResumableBatchSampler', 'make_loader', 'set_epoch']
 
 # %% ../nbs/08_data.ipynb #6874e806
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -168,6 +170,67 @@ class UnpairedDataset(Dataset):
             if fb: b = b.flip(-1)
         return {'A': a, 'B': b}
 
+# %% ../nbs/08_data.ipynb #3fc3df84
+LANDMARKS = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
+
+def read_landmarks(image_path) -> dict | None:
+    "The five landmarks saved beside an image (`<stem>.json`, as `prepare` and `synth` write them), or None."
+    p = Path(image_path).with_suffix('.json')
+    if not p.is_file(): return None
+    try: lm = json.loads(p.read_text())['landmarks']
+    except (ValueError, KeyError, TypeError): lm = None
+    if not isinstance(lm, dict) or any(k not in lm for k in LANDMARKS):
+        raise UserError(f'{p}: not a landmark file with {", ".join(LANDMARKS)}; delete it or remake the crop with cyclegan-pws prepare')
+    return {k: (float(lm[k][0]), float(lm[k][1])) for k in LANDMARKS}
+
+def crop_landmarks(size: int) -> dict:
+    "Where an aligned `prepare` crop of side `size` puts an average face's landmarks (for crops that lost their JSON)."
+    pts = {'left_eye': (96, 122), 'right_eye': (160, 122), 'nose': (128, 154), 'mouth_left': (102, 186), 'mouth_right': (154, 186)}
+    return {k: (x * size / 256, y * size / 256) for k, (x, y) in pts.items()}
+
+def scale_landmarks(lm: dict, k: float) -> dict:
+    "Landmarks of the same face in the image resized by the factor `k`."
+    return {q: (lm[q][0] * k, lm[q][1] * k) for q in LANDMARKS}
+
+def fit_landmarks(lm: dict, wh: tuple[int, int], size: int) -> dict:
+    "Landmarks of a (w, h) image after `load_image_tensor`'s centre crop to a square and resize to `size`."
+    w, h = wh; s = min(w, h)
+    return {q: ((lm[q][0] - (w - s) / 2) * size / s, (lm[q][1] - (h - s) / 2) * size / s) for q in LANDMARKS}
+
+def flip_landmarks(lm: dict, width: int) -> dict:
+    "Landmarks of the horizontally flipped image: x mirrored, left and right points swapped."
+    swap = {'left_eye': 'right_eye', 'right_eye': 'left_eye', 'mouth_left': 'mouth_right', 'mouth_right': 'mouth_left', 'nose': 'nose'}
+    return {swap[q]: (width - lm[q][0], lm[q][1]) for q in LANDMARKS}
+
+def landmark_tensor(lm: dict) -> torch.Tensor: return torch.tensor([lm[q] for q in LANDMARKS], dtype=torch.float32)
+def landmark_dict(t) -> dict: return {q: (float(t[i][0]), float(t[i][1])) for i, q in enumerate(LANDMARKS)}
+
+# %% ../nbs/08_data.ipynb #c65109ae
+class FaceDataset(Dataset):
+    "Crops of one folder with landmarks: `{'image': uint8 (3,size,size), 'landmarks': (5,2) pixels}`; seeded flips."
+    def __init__(self, folder, size: int = 256, flip: bool = False, seed: int = 0, cache: bool = False, cache_dir=None):
+        self.folder, self.size, self.flip, self.seed, self.epoch = Path(folder), size, flip, seed, 0
+        self.images = ImageList(image_files(self.folder), size, name=str(self.folder))
+        if cache: self.images.cache(Path(cache_dir) / f'{self.folder.name}_{size}.safetensors' if cache_dir else None)
+        lms = [read_landmarks(p) for p in self.images.files]
+        missing = [p.name for p, l in zip(self.images.files, lms) if l is None]
+        if missing: raise MissingInput(f'{self.folder}: {len(missing)} of {len(lms)} images have no landmark file (<stem>.json), '
+                                       f'e.g. {missing[0]}; make the folder with cyclegan-pws prepare or synth, which write them')
+        def wh(p):
+            with Image.open(p) as im: return im.size
+        self.landmarks = torch.stack([landmark_tensor(fit_landmarks(l, wh(p), size)) for p, l in zip(self.images.files, lms)])
+
+    def __len__(self): return len(self.images)
+    def set_epoch(self, epoch: int): self.epoch = epoch
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        if not 0 <= i < len(self): raise IndexError(i)
+        x, lm = self.images[i], self.landmarks[i]
+        if self.flip and item_rng(self.seed, epoch, i, 2).random() < 0.5:
+            x, lm = x.flip(-1), landmark_tensor(flip_landmarks(landmark_dict(lm), self.size))
+        return {'image': x, 'landmarks': lm}
+
 # %% ../nbs/08_data.ipynb #8f554c12
 def read_doses(path) -> dict[str, tuple[float, float]]:
     "`{file: (sessions, clearance)}` from a `file,sessions,clearance` CSV; empty clearance -> nan."
@@ -274,6 +337,8 @@ def split_folder(src, root, domain: str, test_frac: float = 0.1, salt: str = '')
             dst = Path(root) / f'{split}{domain}' / f.name
             if dst.exists(): counts['existing'] += 1; continue
             with atomic_path(dst) as t: shutil.copyfile(f, t)
+            if f.with_suffix('.json').is_file():  # the crop's landmarks travel with it
+                with atomic_path(dst.with_suffix('.json')) as t: shutil.copyfile(f.with_suffix('.json'), t)
             counts[split] += 1
     return counts
 

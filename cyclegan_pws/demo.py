@@ -11,48 +11,66 @@ from typing import Optional
 from .io import UserError, atomic_write_json
 from .config import DemoConfig, RunConfig, run_config
 from .synth import write_synthetic_dataset
-from .cyclegan import train_cyclegan
+from .unseen_stains import write_photo_set, write_unseen_set
+from .remover import train_remover
 from .evaluate import evaluate_run
 
 # %% auto #0
-__all__ = ['demo_config', 'run_demo']
+__all__ = ['HEADLINE_KEYS', 'demo_config', 'run_demo']
 
 # %% ../nbs/28_demo.ipynb #050863a0
-def demo_config(data, size: Optional[int] = None, steps: Optional[int] = None, batch_size: Optional[int] = None,
+def demo_config(data, steps: Optional[int] = None, batch_size: Optional[int] = None,
                 seed: int = DemoConfig.seed, device: Optional[str] = None) -> RunConfig:
-    "The demo's `RunConfig`: the `demo` run preset (`07_config`) on `data`, with the overrides given (None keeps the preset's)."
-    return run_config(DemoConfig.preset, str(data), task={'size': size},
+    "The demo's `RunConfig`: the `demo` removal preset (`07_config`) on `data`, with the overrides given (None keeps the preset's)."
+    return run_config(DemoConfig.preset, str(data), kind='removal',
                       train={'steps': steps, 'batch_size': batch_size, 'seed': seed, 'device': device})
 
 # %% ../nbs/28_demo.ipynb #04df6abe
 def _phase(times: dict, name: str, t0: float) -> float:
     now = time.time(); times[name] = round(now - t0, 1); return now
 
+HEADLINE_KEYS = ('n_images', 'clearance_pct_pooled', 'clearance_pct_pooled_ci95', 'clearance_pct_median',
+                 'psnr_outside_lesion_db_pooled', 'psnr_outside_lesion_face_db_pooled', 'ssim_outside_lesion_mean')
+
+def _test_sets(out: Path, data: Path, size: int, seed: int, log) -> dict:
+    "The demo's extra test sets: the held-out clean faces with stains of the second model, and real photos (needs the faces extra)."
+    sets = {'unseen_stains': out / 'unseen_stains'}
+    write_unseen_set(data / 'testB_clean', sets['unseen_stains'], seed=seed)
+    try:
+        write_photo_set(out / 'photos', size=size, seed=seed)
+        sets['photos'] = out / 'photos'
+    except UserError as e: log(f'   (no photo test set: {e})')
+    return sets
+
 def run_demo(out, n: int = DemoConfig.n, size: int = DemoConfig.size, steps: Optional[int] = None, batch_size: Optional[int] = None,
              test_frac: float = DemoConfig.test_frac, seed: int = DemoConfig.seed, fid: bool = False, progress: bool = True,
              log=print, device: Optional[str] = None) -> dict:
-    "Synthesise a dataset, train the CycleGAN, evaluate PWS -> healthy against ground truth and export, all under `out`."
+    "Synthesise a dataset, train the remover, evaluate it against ground truth on three test sets and export, all under `out`."
     out = Path(out)
     if out.exists() and not out.is_dir(): raise UserError(f'{out}: is a file; give --out a folder')
     data, run = out / 'data', out / 'run'
-    rc = demo_config(data, size, steps, batch_size, seed, device)
+    rc = demo_config(data, steps, batch_size, seed, device)
     times, t = {}, time.time()
-    log(f'1/3 synthetic dataset: {n} healthy + {n} PWS faces at {size} px -> {data}')
+    log(f'1/3 synthetic dataset: {n} healthy + {n} PWS faces at {size} px -> {data}; test sets with unseen stains and photos')
     counts = write_synthetic_dataset(data, n, size=size, seed=seed, test_frac=test_frac, n_pairs=0, progress=progress)
-    t = _phase(times, 'synth_s', t)
-    log(f'2/3 training the CycleGAN for {rc.train.steps} steps (batch {rc.train.batch_size}) -> {run}')
-    result = train_cyclegan(rc, run, resume='auto', progress=progress)
+    sets = _test_sets(out, data, size, seed, log)
+    t = _phase(times, 'data_s', t)
+    log(f'2/3 training the remover for {rc.train.steps} steps (batch {rc.train.batch_size}) -> {run}')
+    result = train_remover(rc, run, resume='auto', progress=progress)
     if result['status'] != 'done': raise UserError(f"{run}: training stopped at step {result['step']}; run the same command again to resume")
     t = _phase(times, 'train_s', t)
-    log(f"3/3 removing the birthmark from {counts['testB']} held-out faces, scoring against the clean faces, exporting -> {out}")
-    ev = evaluate_run(run, data, out, fid=fid, device=rc.train.device)
+    log(f"3/3 removing the birthmark from {counts['testB']} held-out faces, {', '.join(sets)}; scoring against the clean faces; exporting -> {out}")
+    ev = evaluate_run(run, data, out, fid=fid, device=rc.train.device, sets=sets)
     _phase(times, 'evaluate_export_s', t)
     times['total_s'] = round(sum(times.values()), 1)
-    keys = ('clearance_pct_mean', 'clearance_pct_median', 'psnr_outside_lesion_db_mean', 'ssim_outside_lesion_mean', 'n_images')
-    summary = {'headline': {k: ev['metrics'].get(k) for k in keys}, 'times': times, 'data': counts, 'steps': result['step'],
+    m = ev['metrics']
+    headline = {'held_out_faces': {k: m.get(k) for k in HEADLINE_KEYS},
+                **{name: {k: v for k, v in r.items() if k in HEADLINE_KEYS} for name, r in m.get('sets', {}).items()}}
+    summary = {'headline': headline, 'times': times, 'data': counts, 'steps': result['step'],
                'settings': dict(n=n, size=size, steps=rc.train.steps, batch_size=rc.train.batch_size, test_frac=test_frac, seed=seed,
                                 device=rc.train.device),
                'files': {'report': ev['report'], 'metrics': str(out / 'metrics.json'), 'grid': str(out / 'grid.png'),
+                         **{f'report_{name}': str(out / name / 'report.html') for name in sets},
                          'samples': str(run / 'samples'), 'loss_curves': str(run / 'loss.png'), 'export': str(out / 'export'),
                          'exported': ev['export']}}
     atomic_write_json(out / 'demo.json', summary)

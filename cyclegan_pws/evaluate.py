@@ -26,9 +26,9 @@ from .report import make_grid, outline, pick_spread, finite_or_none, write_repor
 from .export import export_generators
 
 # %% auto #0
-__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'match_files', 'image_metrics',
-           'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder', 'amplified_change',
-           'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'evaluate_run']
+__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'SET_KEYS', 'match_files',
+           'image_metrics', 'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder',
+           'amplified_change', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'evaluate_run']
 
 # %% ../nbs/23_evaluate.ipynb #985083a1
 def _by_stem(folder) -> dict[str, Path]:
@@ -350,8 +350,21 @@ def _dose_strip(rows, strips, sessions, unit, n: int) -> Optional[Image.Image]:
 # %% ../nbs/23_evaluate.ipynb #fbfe1519
 def _n_images(d: Path) -> int: return len(image_files(d)) if d.is_dir() else 0
 
-def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = True, device='cpu') -> dict:
-    "Translate `data`'s held-out PWS faces with `run`, score them, write the report (to `report`, default `out`) and export to `out/export`."
+SET_KEYS = ('n_images', 'clearance_pct_pooled', 'clearance_pct_pooled_ci95', 'clearance_pct_median', 'psnr_outside_lesion_db_pooled',
+            'psnr_outside_lesion_face_db_pooled', 'ssim_outside_lesion_mean', 'worst')
+
+def _score_set(ck, folder: Path, out: Path, device) -> dict:
+    "Remove the stains of test set `folder` (testB/, testB_clean/, testB_mask/) with checkpoint `ck`; the report goes to `out`."
+    pred = out / 'pred'
+    if pred.exists(): shutil.rmtree(pred)
+    translate_folder(ck, folder / 'testB', pred, 'B2A', device=device)
+    given = lambda name: folder / name if _n_images(folder / name) else None
+    m = evaluate_folder(pred, folder / 'testB', given('testB_clean'), given('testB_mask'), out=out, fid=False)
+    return {k: m[k] for k in SET_KEYS if k in m}
+
+def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = True, device='cpu',
+                 sets: Optional[dict] = None) -> dict:
+    "Translate `data`'s held-out PWS faces with `run`, score them (and the test `sets`), write the report (to `report`, default `out`), export to `out/export`."
     run, data, out = Path(run), Path(data), Path(out)
     report = Path(report) if report else out
     ck = resolve_checkpoint(run)   # the newest valid checkpoint: translated, measured and exported alike
@@ -362,6 +375,7 @@ def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = T
     tr = translate_folder(ck, data / f'{split}B', pred, 'B2A', device=device)
     metrics = evaluate_folder(pred, data / f'{split}B', given('testB_clean'), given('testB_mask'), out=report,
                               real_dir=data / f'{split}A', fid=fid)
+    if sets: metrics['sets'] = {name: _score_set(ck, Path(folder), out / name, device) for name, folder in sets.items()}
     atomic_write_json(run / 'metrics.json', metrics, allow_nan=False)
     card = export_generators(ck, out / 'export') if export else None
     return {'checkpoint': ck.name, 'step': checkpoint_step(ck), 'evaluated_split': f'{split}B',

@@ -13,9 +13,9 @@ from .config import ModelConfigError, GENERATORS, DISCRIMINATORS, model_config
 
 # %% auto #0
 __all__ = ['ReflectionPad', 'instance_norm', 'conv_block', 'NearestUp2x', 'upsample_block', 'n_params', 'ResnetBlock',
-           'ResnetGenerator', 'FiLM', 'film', 'UnetGenerator', 'PatchDiscriminator', 'receptive_field',
-           'whole_image_map_sizes', 'WholeImageDiscriminator', 'ViTDiscriminator', 'init_weights', 'build_generator',
-           'build_discriminator', 'param_counts', 'forward_gflops', 'model_stats']
+           'ResnetGenerator', 'FiLM', 'film', 'UnetGenerator', 'StainRegionNet', 'PatchDiscriminator',
+           'receptive_field', 'whole_image_map_sizes', 'WholeImageDiscriminator', 'ViTDiscriminator', 'init_weights',
+           'build_generator', 'build_discriminator', 'param_counts', 'forward_gflops', 'model_stats']
 
 # %% ../nbs/11_models.ipynb #2e5c9025
 class ReflectionPad(nn.ReflectionPad2d):
@@ -175,6 +175,33 @@ class UnetGenerator(nn.Module):
             h = drop(film(level(h), gb))
             h = torch.cat([h, skips.pop()], dim=1)
         return self.head(h)
+
+# %% ../nbs/11_models.ipynb #501d8a11
+def _cbr(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    "3x3 conv, group norm, leaky ReLU."
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(4, c_out), nn.LeakyReLU(0.2, inplace=True))
+
+class StainRegionNet(nn.Module):
+    "Where the stain is: a U-Net from `in_ch` planes (face, mirror, their differences) to one logit per pixel."
+    def __init__(self, in_ch: int = 10, widths: tuple = (16, 32, 48, 64)):
+        super().__init__()
+        self.down = nn.ModuleList()
+        c_prev = in_ch
+        for i, c in enumerate(widths):
+            self.down.append(nn.Sequential(_cbr(c_prev, c, 1 if i == 0 else 2), _cbr(c, c)))
+            c_prev = c
+        self.up = nn.ModuleList(nn.Sequential(_cbr(widths[i + 1] + widths[i], widths[i]), _cbr(widths[i], widths[i]))
+                                for i in reversed(range(len(widths) - 1)))
+        self.out = nn.Conv2d(widths[0], 1, 3, padding=1)
+        nn.init.constant_(self.out.bias, -2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x); skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([nn.functional.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False), skip], 1))
+        return self.out(x)
 
 # %% ../nbs/11_models.ipynb #7d5fc261
 class PatchDiscriminator(nn.Module):

@@ -103,5 +103,10 @@ def _imports(module: str) -> set[str]:
 
 def test_training_never_sees_the_unseen_stains():
     "The second stain model is for evaluation only: nothing that trains a model can import it."
-    for task in ('cyclegan', 'treatment', 'engine'):
+    for task in ('remover', 'cyclegan', 'treatment', 'engine'):
         assert 'unseen_stains' not in _imports(task), (task, sorted(_imports(task)))
+
+
+def test_remover_never_sees_the_synthetic_ground_truth():
+    "The remover learns from unpaired faces: it cannot import the stain synthesiser (its masks and clean faces)."
+    assert not {'synth', 'procedural', 'unseen_stains'} & _imports('remover'), sorted(_imports('remover'))
