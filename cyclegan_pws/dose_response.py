@@ -66,8 +66,8 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(48)   # ∫ f(z) φ(z) dz ≈ 
 _EPS = 1e-3
 
 def _nll(theta: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    "Mean negative log-likelihood of rows (s, c) under theta = (log a, log b, mu, log tau)."
-    a, b, mu, tau = theta[0].exp(), theta[1].exp(), theta[2], theta[3].exp()
+    "Mean negative log-likelihood of rows (s, c) under theta = (log(a−1), log(b−1), mu, log tau): a, b > 1 keep the density bounded."
+    a, b, mu, tau = 1 + theta[0].exp(), 1 + theta[1].exp(), theta[2], theta[3].exp()
     z, w = torch.as_tensor(_GH_X), torch.as_tensor(_GH_W) / math.sqrt(2 * math.pi)
     f = -torch.expm1(-torch.exp(mu + tau * z)[None] * s[:, None])            # (N, Q): 1 − e^{−k n} at each rate node
     cm = c[:, None] / f                                                        # the ceiling that rate implies
@@ -88,7 +88,7 @@ def fit_dose_response(sessions, clearance) -> DoseResponse:
                                      'at least 8 (record the clearance column, a fraction 0..1)')
     if (c[ok] > 1.5).any(): raise UserError('doses.csv: clearance above 1.5; write it as a fraction (0.4), not a percentage (40)')
     st, ct = torch.tensor(s[ok]), torch.tensor(np.clip(c[ok], _EPS, 1 - _EPS))
-    theta = torch.tensor([math.log(2.0), math.log(2.0), -math.log(float(np.median(s[ok]))), math.log(0.5)],
+    theta = torch.tensor([0.0, 0.0, -math.log(float(np.median(s[ok]))), math.log(0.5)],
                          dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([theta], lr=1, max_iter=300, line_search_fn='strong_wolfe', tolerance_grad=1e-9, tolerance_change=1e-12)
     def closure():
@@ -96,7 +96,8 @@ def fit_dose_response(sessions, clearance) -> DoseResponse:
     opt.step(closure)
     la, lb, mu, lt = theta.detach().tolist()
     if not all(map(math.isfinite, (la, lb, mu, lt))): raise UserError('doses.csv: the dose-response fit did not converge; check the rows')
-    return DoseResponse(math.exp(la), math.exp(lb), mu, math.exp(lt), int(ok.sum()), float(s[ok].max()))
+    if max(la, lb, lt) > 20: raise UserError('doses.csv: the dose-response fit diverged; check the rows (sessions, clearance 0..1)')
+    return DoseResponse(1 + math.exp(la), 1 + math.exp(lb), mu, math.exp(lt), int(ok.sum()), float(s[ok].max()))
 
 # %% ../nbs/17_dose_response.ipynb #d0ddda73
 def band_coverage(dr: DoseResponse, sessions, clearance, lo: float = PERCENTILES[0], hi: float = PERCENTILES[-1]) -> float:
