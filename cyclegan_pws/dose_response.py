@@ -4,17 +4,22 @@
 
 # %% ../nbs/17_dose_response.ipynb #46fde50a
 from __future__ import annotations
-import math
+import json, math, time, warnings
 from dataclasses import dataclass, asdict, fields
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from .io import UserError
+from .io import UserError, MissingInput, atomic_write_json
+from .data import PairedDataset, split_of, to_uint8
+from .mirror import stain_layer, to_log, from_log, asymmetry_region
 
 # %% auto #0
-__all__ = ['PERCENTILES', 'N_DRAWS', 'DoseResponse', 'fit_dose_response', 'band_coverage']
+__all__ = ['PERCENTILES', 'N_DRAWS', 'LOOKS_FILE', 'DoseResponse', 'fit_dose_response', 'band_coverage', 'mask_region',
+           'clearance_looks', 'DoseLooks', 'is_looks_run', 'save_looks', 'read_looks', 'split_names', 'train_looks']
 
 # %% ../nbs/17_dose_response.ipynb #d7c90eaa
 PERCENTILES = (10, 50, 90)        # poor responder, typical, good responder: the band is 10-90%
@@ -107,3 +112,98 @@ def band_coverage(dr: DoseResponse, sessions, clearance, lo: float = PERCENTILES
     if not ok.any(): return math.nan
     q = dr.quantiles(s[ok], (lo, hi))
     return float(((c[ok] >= q[:, 0]) & (c[ok] <= q[:, 1])).mean())
+
+# %% ../nbs/17_dose_response.ipynb #4d8cdbed
+def mask_region(mask: Tensor) -> Tensor:
+    "A lesion mask (1,1,H,W), soft or 0/1, as the region to clear: every pixel the lesion touches, feathered edge included."
+    return (mask > 0).float()
+
+def _check_u8(image):
+    if not isinstance(image, Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise UserError(f'image: expected a uint8 (3,H,W) tensor, got {getattr(image, "dtype", type(image).__name__)} '
+                        f'{tuple(getattr(image, "shape", ()))}; convert a PIL image with cyclegan_pws.data.to_tensor')
+
+def clearance_looks(image: Tensor, region: Tensor, landmarks: dict, clearances: Sequence[float]) -> list[Tensor]:
+    "uint8 (3,H,W) looks of face `image` (uint8) with each fraction of `clearances` of the stain in `region` (1,1,H,W) removed."
+    _check_u8(image)
+    cs = [float(c) for c in clearances]
+    if not all(0 <= c <= 1 for c in cs): raise UserError(f'clearances {cs}: give fractions in [0, 1]')
+    x = image[None].float() / 255
+    if not (region > 0).any(): return [image.clone() for _ in cs]
+    layer, _ = stain_layer(x, region.to(x), landmarks)                    # measured once, whatever the number of looks
+    z, inside = to_log(x), (layer != 0).any(1, keepdim=True)
+    return [to_uint8(torch.where(inside, from_log(z - c * layer), x)[0] * 2 - 1) for c in cs]   # as `remove_stain`: the rest bit-exact
+
+# %% ../nbs/17_dose_response.ipynb #33eb8a7b
+class DoseLooks:
+    "Looks after N sessions: the fitted `DoseResponse`'s percentile clearances, each rendered by removing that much of the stain."
+    dose, size = 'sessions', None          # doses are sessions; works at every image's own size
+
+    def __init__(self, dr: DoseResponse, region: Optional[Callable] = None, percentiles: Sequence[float] = PERCENTILES,
+                 run: Optional[dict] = None):
+        self.dr, self.region_fn, self.percentiles, self.run = dr, region, tuple(percentiles), run
+        self.max_sessions = dr.max_sessions if dr.max_sessions is not None else math.inf
+
+    def region(self, image: Tensor, landmarks: dict, mask: Optional[Tensor] = None) -> Tensor:
+        "The stain region (1,1,H,W): the lesion `mask` when given, else the remover's region, else `asymmetry_region`."
+        if mask is not None: return mask_region(mask)
+        if self.region_fn is not None: return self.region_fn(image, landmarks).float()
+        return asymmetry_region(image[None].float() / 255, landmarks)
+
+    def at_sessions(self, image: Tensor, landmarks: dict, sessions: Sequence[float], mask: Optional[Tensor] = None) -> list[dict]:
+        "One `{percentile: (uint8 look, clearance)}` per number of `sessions`, the stain measured once."
+        _check_u8(image)
+        q = self.dr.quantiles(sessions, self.percentiles)                 # (S, P), a one-line error for bad sessions
+        looks = iter(clearance_looks(image, self.region(image, landmarks, mask), landmarks, q.reshape(-1)))
+        return [{p: (next(looks), float(c)) for p, c in zip(self.percentiles, row)} for row in q]
+
+    def __call__(self, image: Tensor, landmarks: dict, sessions: float, mask: Optional[Tensor] = None) -> dict:
+        "`{percentile: (uint8 look, clearance)}` after `sessions`: poor responder, typical, good responder."
+        return self.at_sessions(image, landmarks, [sessions], mask)[0]
+
+# %% ../nbs/17_dose_response.ipynb #2582d41d
+LOOKS_FILE = 'looks.json'
+
+def is_looks_run(path) -> bool:
+    "Whether `path` is a looks run folder (holds `looks.json`)."
+    return (Path(path) / LOOKS_FILE).is_file()
+
+def save_looks(out, dr: DoseResponse, **info) -> Path:
+    "Write the looks run folder `out`: `looks.json` with the fit and `info`, atomically."
+    return atomic_write_json(Path(out) / LOOKS_FILE, {'kind': 'looks', 'dose_response': dr.to_dict(), **info})
+
+def read_looks(run) -> dict:
+    "The contents of a looks run's `looks.json`, its `dose_response` as a `DoseResponse`; one-line errors naming the file."
+    f = Path(run) / LOOKS_FILE
+    if not f.is_file(): raise MissingInput(f'{f}: not found; pass the --out folder of `cyclegan-pws treat train`')
+    try: d = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise UserError(f'{f}: not valid JSON ({e}); rerun `cyclegan-pws treat train`') from None
+    if not isinstance(d, dict) or d.get('kind') != 'looks' or not isinstance(d.get('dose_response'), dict):
+        raise UserError(f'{f}: not a looks run file; rerun `cyclegan-pws treat train`')
+    try: dr = DoseResponse.from_dict(d['dose_response'])
+    except UserError as e: raise UserError(f'{f}: {e}') from None
+    return {**d, 'dose_response': dr, 'folder': str(Path(run))}
+
+def split_names(ds: PairedDataset, test_frac: float) -> dict[str, list[int]]:
+    "Indices of the training and held-out pairs of `ds` by the SHA-256 of each pre image (as `treatment.split_pairs`)."
+    out = {'train': [], 'test': []}
+    for i, p in enumerate(ds.pre.files): out[split_of(p, test_frac)].append(i)
+    return out
+
+def train_looks(pairs_dir, out, test_frac: float = 0.2, remover=None) -> dict:
+    "Fit the dose response on the training pairs of `pairs_dir` (pre/, post/, doses.csv) and write the looks run folder `out`."
+    root = Path(pairs_dir)
+    if not (root / 'doses.csv').is_file():
+        raise MissingInput(f'{root / "doses.csv"}: not found; add a file,sessions,clearance row per pair (synth writes one)')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # pairing problems are returned, one per line
+        ds = PairedDataset(root, size=None)
+    split = split_names(ds, test_frac)
+    rows = np.array([ds.doses[i] for i in split['train']], np.float64).reshape(-1, 2)
+    t0 = time.perf_counter()
+    try: dr = fit_dose_response(rows[:, 0], rows[:, 1])
+    except UserError as e: raise UserError(f'{root / "doses.csv"}: {str(e).removeprefix("doses.csv: ")}') from None
+    info = dict(data=str(root), test_frac=test_frac, n_train=len(split['train']), n_test=len(split['test']),
+                remover=None if remover is None else str(remover), problems=ds.problems, fit_seconds=round(time.perf_counter() - t0, 3))
+    f = save_looks(out, dr, **info)
+    return {**info, 'dose_response': dr, 'file': str(f)}
