@@ -370,7 +370,10 @@ LOOKS_EXPLAIN = {
     'realised_typical_no_mask_pct': 'The typical look with the stain region estimated (remover, else asymmetry) instead of the mask.',
     'band_coverage': 'Share of held-out pairs whose true clearance lies in the predicted 10–90% band at their sessions (aim: 0.7–0.9).',
     'clearance_mae_pct': 'Mean |50th percentile clearance − true clearance| in percentage points.',
-    'monotone_frac': 'Share of faces whose typical looks, measured colorimetrically (metrics.clearance), clear more at every larger strip dose.',
+    'monotone_frac': 'Share of faces whose predicted clearance rises at every larger strip dose and whose typical look moves further from '
+                     'the photo (ΣΔE(look, pre) in the lesion) with it.',
+    'monotone_colorimetric_frac': 'The same judged by metrics.clearance (lesion against the skin around it) of the typical looks; that '
+                                  'metric is undefined for faint stains and can fall as a stain clears (compare measured_clearance_true_post_pct).',
 }
 
 def soft_pair_mask(ds: PairedDataset, i: int, like: Tensor) -> Optional[Tensor]:
@@ -399,15 +402,19 @@ def _score_pair(looks: DoseLooks, pix, oracle: DoseResponse, pre_u8: Tensor, pos
     L = lesion.float()
     err = {m: float((delta_e_map(image_tensor(y), Q) * L).sum()) for m, y in preds.items()}
     err['change'] = float((delta_e_map(P, Q) * L).sum())
-    n = len(sessions)
-    cc = clearance(P.expand(n, -1, -1, -1), image_tensor(torch.stack(ims[5:])), lesion.expand(n, -1, -1, -1),
-                   face_ellipse(*P.shape[-2:]).expand(n, -1, -1, -1))['clearance_pct']
+    n, strip = len(sessions), image_tensor(torch.stack(ims[5:]))
+    moved = (delta_e_map(strip, P.expand(n, -1, -1, -1)) * L).flatten(1).sum(1)      # how far each look moved from the photo
+    cc = clearance(P.expand(n + 1, -1, -1, -1), torch.cat([strip, Q]), lesion.expand(n + 1, -1, -1, -1),
+                   face_ellipse(*P.shape[-2:]).expand(n + 1, -1, -1, -1))['clearance_pct']
     row = {'sessions': s, 'clearance_true': c, 'clearance_p10': float(q[0, 0]), 'clearance_p50': float(q[0, 1]),
            'clearance_p90': float(q[0, 2]), 'clearance_oracle': o, 'in_band': bool(q[0, 0] <= c <= q[0, 2]),
            'mask': 'given' if mask is not None else 'estimated'}
     row |= {f'realised_{m}_pct': (100 * (1 - e / err['change']) if err['change'] > 0 else math.nan) for m, e in err.items() if m != 'change'}
+    row |= {f'change_de_{dose_tag(d)}': float(v) for d, v in zip(sessions, moved)}
     row |= {f'measured_clearance_{dose_tag(d)}_pct': float(v) for d, v in zip(sessions, cc)}
-    row['monotone'] = bool((cc.diff() > 0).all())
+    row['measured_clearance_true_post_pct'] = float(cc[-1])
+    row['monotone'] = bool((moved.diff() > 0).all() and (np.diff(q[1:, 1]) > 0).all())
+    row['monotone_colorimetric'] = bool((cc[:-1].diff() > 0).all())
     return row, err, [pre_u8, *ims[:4], post_u8]
 
 def evaluate_looks(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5, 10), baseline=None, device='cpu',
@@ -457,6 +464,7 @@ def _looks_summary(rows: list[dict], errs: list[dict], looks: DoseLooks, session
     out['clearance_mae_pct'] = float(100 * np.mean([abs(r['clearance_p50'] - r['clearance_true']) for r in rows]))
     out['oracle_clearance_mae_pct'] = float(100 * np.mean([abs(r['clearance_oracle'] - r['clearance_true']) for r in rows]))
     out['monotone_frac'] = float(np.mean([r['monotone'] for r in rows]))
+    out['monotone_colorimetric_frac'] = float(np.mean([r['monotone_colorimetric'] for r in rows]))
     q = looks.dr.quantiles(sessions, looks.percentiles)
     out['dose_response'] = {f'{s:g}': {f'p{p:g}': float(v) for p, v in zip(looks.percentiles, row)} for s, row in zip(sessions, q)}
     out['labels_rise_with_sessions'] = bool((np.diff(q, axis=0) > 0).all())
