@@ -17,20 +17,19 @@ can compute, because they use the simulator's ground truth:
 Prints a table, then one JSON line (also written to `--json`). Runs on one CPU thread.
 """
 from __future__ import annotations
-import argparse, contextlib, io, json, math, os, platform, subprocess, tempfile, time, warnings
+import argparse, contextlib, io, json, os, platform, subprocess, tempfile, time, warnings
 from pathlib import Path
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 import numpy as np
 import torch
-from PIL import Image
 
 from cyclegan_pws.synth import write_synthetic_dataset, _item_rng, PATIENT_CMAX_BETA, PATIENT_RATE_LOGNORMAL
 from cyclegan_pws.procedural import procedural_face, decode_srgb, encode_srgb
 from cyclegan_pws.data import PairedDataset
 from cyclegan_pws.metrics import image_tensor, delta_e_map, pooled_clearance
-from cyclegan_pws.dose_response import train_looks, read_looks, split_names, DoseResponse, DoseLooks, clearance_looks, mask_region
-from cyclegan_pws.evaluate import evaluate_looks, soft_pair_mask
+from cyclegan_pws.dose_response import train_looks, read_looks, split_names, DoseResponse, clearance_looks, mask_region
+from cyclegan_pws.looks_eval import evaluate_looks, soft_pair_mask
 from cyclegan_pws.predict import face_landmarks
 
 torch.set_num_threads(1)
@@ -43,7 +42,6 @@ def reference_rows(pairs: Path, looks_run: Path, seed: int, size: int, doses_per
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         ds = PairedDataset(pairs, size=None)
-    looks = DoseLooks(info['dose_response'])
     err = {'ceiling': [], 'simulator_median': []}; change = []
     for i in split_names(ds, info['test_frac'])['test']:
         name = ds.names[i]; s, c = ds.doses[i]

@@ -394,10 +394,9 @@ def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with
     "Fit the treatment predictor on pre/post pairs: the dose response (looks, default) or the dose-conditioned pix2pix."
     if method not in ('looks', 'pix2pix'): raise UserError(f'--method {method}: use looks (dose response) or pix2pix')
     if method == 'looks':
-        engine = {'--steps': steps, '--epochs': epochs, '--batch': batch, '--dose': dose, '--condition': condition,
-                  '--discriminator': discriminator, '--loss': loss, '--lambda-l1': lambda_l1, '--resume': resume,
-                  '--max-time': max_time, '--log-every': log_every, '--ckpt-every': ckpt_every}
-        given = [k for k, v in engine.items() if v is not None]
+        given = [k for k, v in {'--steps': steps, '--epochs': epochs, '--batch': batch, '--dose': dose, '--condition': condition,
+                                '--discriminator': discriminator, '--loss': loss, '--lambda-l1': lambda_l1, '--resume': resume,
+                                '--max-time': max_time, '--log-every': log_every, '--ckpt-every': ckpt_every}.items() if v is not None]
         if given: raise UserError(f'{", ".join(given)}: only for --method pix2pix; --method looks fits the dose response and has no training steps')
         return _treat_looks(data, out, remover)
     if remover is not None: raise UserError('--remover: only for --method looks')
@@ -414,17 +413,11 @@ def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with
 
 def _treat_looks(data: Path, out: Path, remover: Optional[Path]):
     "`treat train --method looks`: fit the dose response on the training pairs and write `looks.json`."
-    from cyclegan_pws.config import TreatmentConfig
     from cyclegan_pws.dose_response import train_looks
-    if remover is not None:
-        from cyclegan_pws.predict import load_predictor, StainRemover
-        if not isinstance(load_predictor(remover, 'removal'), StainRemover):
-            raise UserError(f'--remover {remover}: a CycleGAN run, which finds no stain region; give a removal run (cyclegan-pws train)')
-        remover = remover.resolve()
-    res = train_looks(data, out, TreatmentConfig().test_frac, remover)
+    from cyclegan_pws.predict import removal_run
+    res = train_looks(data, out, remover=None if remover is None else removal_run(remover))
     for p in res['problems']: typer.echo(f'treat train: pairing problem: {p}', err=True)
-    q = res['dose_response'].quantiles([1, 5, 10])
-    curve = ', '.join(f'{s}: {100 * a:.0f}/{100 * b:.0f}/{100 * c:.0f}%' for s, (a, b, c) in zip((1, 5, 10), q))
+    curve = ', '.join(f'{s}: {100 * a:.0f}/{100 * b:.0f}/{100 * c:.0f}%' for s, (a, b, c) in zip((1, 5, 10), res['dose_response'].quantiles([1, 5, 10])))
     typer.echo(f"treat train: dose response fitted in {res['fit_seconds']:.1f} s on {res['n_train']} pairs ({res['n_test']} held out, "
                f"{len(res['problems'])} pairing problems); clearance 10/50/90th percentile after 1, 5, 10 sessions: {curve}; {res['file']}")
 
@@ -455,22 +448,12 @@ def treat_evaluate(checkpoint: Path = typer.Option(..., '--checkpoint', help='Ru
     from cyclegan_pws.evaluate import evaluate_treatment
     m = evaluate_treatment(checkpoint, data, out, sessions=parse_doses(sessions), device=device, baseline=baseline)
     f = lambda v: '–' if v is None else f'{v:.2f}'
-    if 'realised_typical_pct' in m: return _echo_looks_report(m, out)
+    if 'realised_typical_pct' in m:                   # a looks run
+        from cyclegan_pws.looks_eval import summary_lines
+        for line in summary_lines(m) + [f'report: {Path(out) / "report.html"}']: typer.echo(line)
+        return
     curve = ', '.join(f'{k}: {f(v)}%' for k, v in m['dose_response'].items())
     typer.echo(f"{m['n_images']} held-out pairs | lesion PSNR {f(m['psnr_lesion_db_mean'])} dB (pre image "
                f"{f(m['psnr_lesion_pre_baseline_db_mean'])}, mean-post blend {f(m['psnr_lesion_blend_baseline_db_mean'])}) | "
                f"SSIM {f(m['ssim_mean'])} | clearance error {f(m['clearance_mae_pct'])} points | predicted clearance {curve}")
-    typer.echo(f'report: {Path(out) / "report.html"}')
-
-def _echo_looks_report(m: dict, out: Path):
-    "The lines `treat evaluate` prints for a looks run."
-    f = lambda v: '–' if v is None else f'{v:.1f}'
-    pix = f" | pix2pix {f(m['realised_pix2pix_pct'])}%" if 'realised_pix2pix_pct' in m else ''
-    typer.echo(f"{m['n_images']} held-out pairs of faces never seen ({m['faces_shared_with_training']} shared with training) | realised share of "
-               f"the pre -> post change: typical look {f(m['realised_typical_pct'])}% (oracle {f(m['realised_oracle_median_pct'])}%, "
-               f"error ratio {m['error_ratio_to_oracle']:.2f}), at the true clearance {f(m['realised_at_true_clearance_pct'])}%, "
-               f"pre photo {f(m['realised_pre_pct'])}%{pix}")
-    typer.echo(f"10-90% band holds {100 * m['band_coverage']:.0f}% of true outcomes | clearance error {f(m['clearance_mae_pct'])} points | "
-               f"clearance rises with sessions for {100 * m['monotone_frac']:.0f}% of faces | targets met: "
-               f"{sum(m['targets'].values())}/{len(m['targets'])} ({', '.join(k for k, v in m['targets'].items() if not v) or 'all'} missed)")
     typer.echo(f'report: {Path(out) / "report.html"}')

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .io import UserError, MissingInput, atomic_write_json
+from .config import TreatmentConfig
 from .data import PairedDataset, split_of, to_uint8
 from .mirror import stain_layer, to_log, from_log, asymmetry_region
 
@@ -190,7 +191,7 @@ def split_names(ds: PairedDataset, test_frac: float) -> dict[str, list[int]]:
     for i, p in enumerate(ds.pre.files): out[split_of(p, test_frac)].append(i)
     return out
 
-def train_looks(pairs_dir, out, test_frac: float = 0.2, remover=None) -> dict:
+def train_looks(pairs_dir, out, test_frac: float = TreatmentConfig().test_frac, remover=None) -> dict:
     "Fit the dose response on the training pairs of `pairs_dir` (pre/, post/, doses.csv) and write the looks run folder `out`."
     root = Path(pairs_dir)
     if not (root / 'doses.csv').is_file():

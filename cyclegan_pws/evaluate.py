@@ -13,24 +13,23 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .io import UserError, MissingInput, read_image, image_files, atomic_write_json, sha256_file
+from .io import UserError, MissingInput, read_image, image_files, atomic_write_json
 from .data import PairedDataset, to_tensor, to_pil, resize
 from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, clearance_grade, psnr_outside, ssim_outside,
                                   masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse, surround_mask, fid_kid, removal_sums,
-                                  pooled_clearance, pooled_psnr, bootstrap_clearance, delta_e_map)
+                                  pooled_clearance, pooled_psnr, bootstrap_clearance)
 from .procedural import face_frame
 from .checkpoint import checkpoint_step, resolve_checkpoint
 from .treatment import split_pairs, dose_column, identity_problems
-from .predict import load_predictor, translate_folder, dose_tag, face_landmarks
-from .dose_response import DoseLooks, DoseResponse, fit_dose_response, clearance_looks, mask_region, split_names, is_looks_run
+from .predict import load_predictor, translate_folder, dose_tag
+from .dose_response import is_looks_run
 from .report import make_grid, outline, pick_spread, finite_or_none, write_report
 from .export import export_generators
 
 # %% auto #0
-__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'LOOKS_METHODS',
-           'LOOKS_HEADLINE', 'LOOKS_EXPLAIN', 'SET_KEYS', 'match_files', 'image_metrics', 'summarise', 'read_mask',
-           'face_region', 'pooled_summary', 'evaluate_folder', 'amplified_change', 'pair_lesion', 'fit_blend_baseline',
-           'evaluate_treatment', 'soft_pair_mask', 'evaluate_looks', 'evaluate_run']
+__all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'SET_KEYS', 'match_files',
+           'image_metrics', 'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder',
+           'amplified_change', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'evaluate_run']
 
 # %% ../nbs/23_evaluate.ipynb #985083a1
 def _by_stem(folder) -> dict[str, Path]:
@@ -280,7 +279,9 @@ TREAT_EXPLAIN = {
 def evaluate_treatment(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5, 10), device='cpu', n_strip: int = 6,
                        baseline=None) -> dict:
     "Evaluate a treatment run (pix2pix, or a looks run via `evaluate_looks`) on the held-out pairs of `pairs_dir`; write metrics.json, per_pair.csv, dose_strip.png, report.html to `out`."
-    if is_looks_run(checkpoint): return evaluate_looks(checkpoint, pairs_dir, out, sessions, baseline, device, n_strip)
+    if is_looks_run(checkpoint):                  # a looks run is scored by `looks_eval` (29), which builds on this module
+        from cyclegan_pws.looks_eval import evaluate_looks
+        return evaluate_looks(checkpoint, pairs_dir, out, sessions, baseline, device, n_strip)
     if baseline is not None: raise UserError(f'--baseline {baseline}: --baseline applies to a looks run (treat train --method looks)')
     pred = load_predictor(checkpoint, 'treatment', device=device); t = pred.run.config.task
     sessions = [float(s) for s in sessions]
@@ -351,141 +352,6 @@ def _dose_strip(rows, strips, sessions, unit, n: int) -> Optional[Image.Image]:
                              f"predicted {pct(r['clearance_pred_pct'])}",
                     'images': [to_pil(pre), *map(to_pil, outs[1:]), to_pil(outs[0]), to_pil(post)]})
     return make_grid(out, titles, cell=128)
-
-# %% ../nbs/23_evaluate.ipynb #677c78b0
-LOOKS_METHODS = ('typical', 'poor_p10', 'good_p90', 'at_true_clearance', 'oracle_median', 'pre', 'typical_no_mask',
-                 'at_true_clearance_no_mask', 'pix2pix')
-LOOKS_HEADLINE = [(k, k) for k in ('realised_typical_pct', 'realised_oracle_median_pct', 'error_ratio_to_oracle',
-                                   'realised_at_true_clearance_pct', 'realised_pre_pct', 'realised_pix2pix_pct',
-                                   'realised_typical_no_mask_pct', 'band_coverage', 'clearance_mae_pct', 'monotone_frac')]
-LOOKS_EXPLAIN = {
-    'realised_typical_pct': 'Share of the pre → true post change the typical look (50th percentile, at the pair\'s true sessions) '
-                            'realises: 100·(1 − ΣΔE(look, post) / ΣΔE(pre, post)) over every lesion pixel of every held-out pair.',
-    'realised_oracle_median_pct': 'The same for the population-median oracle: the look at the median clearance of a dose response '
-                                  'fitted on the held-out pairs themselves (knows the population, not the patient).',
-    'error_ratio_to_oracle': 'ΣΔE(typical look, post) / ΣΔE(oracle look, post): 1 = as good as knowing the test population.',
-    'realised_at_true_clearance_pct': 'The same for the look at the pair\'s true clearance: the renderer alone.',
-    'realised_pre_pct': 'The same for showing the pre photo: 0 by construction.',
-    'realised_pix2pix_pct': 'The same for the pix2pix run given as --baseline, at the pair\'s true sessions.',
-    'realised_typical_no_mask_pct': 'The typical look with the stain region estimated (remover, else asymmetry) instead of the mask.',
-    'band_coverage': 'Share of held-out pairs whose true clearance lies in the predicted 10–90% band at their sessions (aim: 0.7–0.9).',
-    'clearance_mae_pct': 'Mean |50th percentile clearance − true clearance| in percentage points.',
-    'monotone_frac': 'Share of faces whose predicted clearance rises at every larger strip dose and whose typical look moves further from '
-                     'the photo (ΣΔE(look, pre) in the lesion) with it.',
-    'monotone_colorimetric_frac': 'The same judged by metrics.clearance (lesion against the skin around it) of the typical looks; that '
-                                  'metric is undefined for faint stains and can fall as a stain clears (compare measured_clearance_true_post_pct).',
-}
-
-def soft_pair_mask(ds: PairedDataset, i: int, like: Tensor) -> Optional[Tensor]:
-    "Pair `i`'s lesion mask `mask/<name>` as float (1,1,H,W) in [0,1] at `like`'s size, or None when there is none."
-    f = ds.root / 'mask' / ds.names[i]
-    if not f.exists(): return None
-    return to_tensor(_resized(read_image(f).convert('RGB'), (like.shape[-1], like.shape[-2]), Image.BILINEAR))[:1].float()[None] / 255
-
-def _oracle(rows: np.ndarray, fallback: DoseResponse) -> tuple[DoseResponse, str]:
-    "The dose response of the held-out rows themselves (the population-median oracle), or `fallback` when they are too few."
-    try: return fit_dose_response(rows[:, 0], rows[:, 1]), f'fitted on the {len(rows)} held-out pairs'
-    except UserError: return fallback, f"the model's own fit ({len(rows)} held-out pairs are too few to fit)"
-
-def _score_pair(looks: DoseLooks, pix, oracle: DoseResponse, pre_u8: Tensor, post_u8: Tensor, lm: dict, mask: Optional[Tensor],
-                s: float, c: float, sessions: Sequence[float]) -> tuple[dict, dict, list]:
-    "(per-pair row, ΣΔE(prediction, post) per method and the change ΣΔE(pre, post), strip images) of one held-out pair."
-    q = looks.dr.quantiles([s, *sessions], looks.percentiles)                       # (1+S, 3): at the true sessions, then the strip
-    o = float(oracle.quantiles([s], [50])[0, 0])
-    ims = clearance_looks(pre_u8, looks.region(pre_u8, lm, mask), lm, [*q[0], min(max(c, 0.0), 1.0), o, *q[1:, 1]])
-    preds = dict(zip(('poor_p10', 'typical', 'good_p90', 'at_true_clearance', 'oracle_median'), ims[:5]), pre=pre_u8)
-    if mask is not None:                                                           # what a photo without a mask gets
-        preds.update(zip(('typical_no_mask', 'at_true_clearance_no_mask'), clearance_looks(pre_u8, looks.region(pre_u8, lm), lm, [q[0, 1], c])))
-    if pix is not None: preds['pix2pix'] = pix(pre_u8, [s])[0]
-    P, Q = image_tensor(pre_u8), image_tensor(post_u8)
-    lesion = mask_region(mask).bool() if mask is not None else estimate_lesion_mask(P)
-    L = lesion.float()
-    err = {m: float((delta_e_map(image_tensor(y), Q) * L).sum()) for m, y in preds.items()}
-    err['change'] = float((delta_e_map(P, Q) * L).sum())
-    n, strip = len(sessions), image_tensor(torch.stack(ims[5:]))
-    moved = (delta_e_map(strip, P.expand(n, -1, -1, -1)) * L).flatten(1).sum(1)      # how far each look moved from the photo
-    cc = clearance(P.expand(n + 1, -1, -1, -1), torch.cat([strip, Q]), lesion.expand(n + 1, -1, -1, -1),
-                   face_ellipse(*P.shape[-2:]).expand(n + 1, -1, -1, -1))['clearance_pct']
-    row = {'sessions': s, 'clearance_true': c, 'clearance_p10': float(q[0, 0]), 'clearance_p50': float(q[0, 1]),
-           'clearance_p90': float(q[0, 2]), 'clearance_oracle': o, 'in_band': bool(q[0, 0] <= c <= q[0, 2]),
-           'mask': 'given' if mask is not None else 'estimated'}
-    row |= {f'realised_{m}_pct': (100 * (1 - e / err['change']) if err['change'] > 0 else math.nan) for m, e in err.items() if m != 'change'}
-    row |= {f'change_de_{dose_tag(d)}': float(v) for d, v in zip(sessions, moved)}
-    row |= {f'measured_clearance_{dose_tag(d)}_pct': float(v) for d, v in zip(sessions, cc)}
-    row['measured_clearance_true_post_pct'] = float(cc[-1])
-    row['monotone'] = bool((moved.diff() > 0).all() and (np.diff(q[1:, 1]) > 0).all())
-    row['monotone_colorimetric'] = bool((cc[:-1].diff() > 0).all())
-    return row, err, [pre_u8, *ims[:4], post_u8]
-
-def evaluate_looks(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5, 10), baseline=None, device='cpu',
-                   n_strip: int = 6) -> dict:
-    "Score a looks run on the held-out pairs of `pairs_dir` against the pre photo, the population-median oracle and an optional pix2pix `baseline`; write the report to `out`."
-    looks = load_predictor(checkpoint, 'treatment', device=device)
-    if not isinstance(looks, DoseLooks): raise UserError(f'{checkpoint}: not a looks run; evaluate a pix2pix run with evaluate_treatment')
-    pix = load_predictor(baseline, 'treatment', device=device) if baseline is not None else None
-    if isinstance(pix, DoseLooks): raise UserError(f'--baseline {baseline}: a looks run; give a pix2pix run (treat train --method pix2pix)')
-    sessions = [float(s) for s in sessions]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # returned in the summary
-        ds = PairedDataset(pairs_dir, size=None)
-    split = split_names(ds, looks.run['test_frac'])
-    if not split['test']: raise MissingInput(f'{pairs_dir}: none of its {len(ds)} pairs is held out (test_frac={looks.run["test_frac"]}); add pairs')
-    test = np.array([ds.doses[i] for i in split['test']], np.float64)
-    if not np.isfinite(test).all():
-        raise UserError(f'{ds.root / "doses.csv"}: {int((~np.isfinite(test)).any(1).sum())} held-out pairs lack sessions or clearance; '
-                        'the report needs both (file,sessions,clearance)')
-    seen = {sha256_file(ds.pre.files[i]) for i in split['train']}
-    oracle, oracle_source = _oracle(test, looks.dr)
-    rows, errs, strips = [], [], []
-    with torch.inference_mode():
-        for i, (s, c) in zip(split['test'], test.tolist()):
-            pre_u8, post_u8 = ds.pre.load(i), ds.post.load(i)
-            row, err, strip = _score_pair(looks, pix, oracle, pre_u8, post_u8, face_landmarks(pre_u8, ds.pre.files[i]),
-                                          soft_pair_mask(ds, i, pre_u8), s, c, sessions)
-            rows.append({'file': ds.names[i], **row}); errs.append(err); strips.append(strip)
-    summary = _looks_summary(rows, errs, looks, sessions)
-    summary |= {'n_train_pairs': len(split['train']), 'faces_shared_with_training': sum(sha256_file(ds.pre.files[i]) in seen for i in split['test']),
-                'oracle': oracle_source, 'oracle_fit': oracle.to_dict(), 'fit': looks.dr.to_dict(), 'problems': ds.problems,
-                'mask_source': ', '.join(f'{sum(r["mask"] == m for r in rows)} {m}' for m in ('given', 'estimated')),
-                'checkpoint': str(checkpoint), 'baseline': None if baseline is None else str(baseline)}
-    write_report(out, summary, rows, _looks_strip(rows, strips, n_strip), 'Laser treatment prediction (dose-response looks): held-out faces',
-                 LOOKS_HEADLINE, LOOKS_EXPLAIN, grid_name='dose_strip.png', csv_name='per_pair.csv')
-    return summary
-
-def _looks_summary(rows: list[dict], errs: list[dict], looks: DoseLooks, sessions: list[float]) -> dict:
-    "Pooled realised shares per method, the oracle ratio, calibration, monotonicity and the targets of issue 17, JSON-safe."
-    change = [e['change'] for e in errs]
-    out = {'n_images': len(rows)}
-    for m in LOOKS_METHODS:
-        if all(m in e for e in errs): out[f'realised_{m}_pct'] = finite_or_none(pooled_clearance([e[m] for e in errs], change))
-    out['realised_typical_pct_ci95'] = list(bootstrap_clearance([e['typical'] for e in errs], change))
-    out['error_ratio_to_oracle'] = finite_or_none(sum(e['typical'] for e in errs) / max(sum(e['oracle_median'] for e in errs), 1e-12))
-    out['band_coverage'] = float(np.mean([r['in_band'] for r in rows]))
-    out['clearance_mae_pct'] = float(100 * np.mean([abs(r['clearance_p50'] - r['clearance_true']) for r in rows]))
-    out['oracle_clearance_mae_pct'] = float(100 * np.mean([abs(r['clearance_oracle'] - r['clearance_true']) for r in rows]))
-    out['monotone_frac'] = float(np.mean([r['monotone'] for r in rows]))
-    out['monotone_colorimetric_frac'] = float(np.mean([r['monotone_colorimetric'] for r in rows]))
-    q = looks.dr.quantiles(sessions, looks.percentiles)
-    out['dose_response'] = {f'{s:g}': {f'p{p:g}': float(v) for p, v in zip(looks.percentiles, row)} for s, row in zip(sessions, q)}
-    out['labels_rise_with_sessions'] = bool((np.diff(q, axis=0) > 0).all())
-    g = lambda k: out.get(k) if out.get(k) is not None else -math.inf
-    out['targets'] = {'typical_realises_60pct': g('realised_typical_pct') >= 60,
-                      'typical_within_1.2x_oracle_error': (out['error_ratio_to_oracle'] or math.inf) <= 1.2,
-                      'true_clearance_realises_85pct': g('realised_at_true_clearance_pct') >= 85,
-                      'band_covers_70_to_90pct': 0.7 <= out['band_coverage'] <= 0.9,
-                      'clearance_rises_for_every_face': out['monotone_frac'] == 1.0 and out['labels_rise_with_sessions']}
-    return out
-
-def _looks_strip(rows, strips, n: int) -> Optional[Image.Image]:
-    "Labelled grid of up to `n` held-out pairs spread over the sessions: pre | poor | typical | good | at true clearance | true post."
-    if n <= 0: return None
-    out = []
-    for i in sorted(pick_spread([r['sessions'] for r in rows], n), key=lambda i: rows[i]['sessions']):
-        r = rows[i]
-        out.append({'label': f"{r['file']}: {r['sessions']:g} sessions, true clearance {100 * r['clearance_true']:.0f}%, "
-                             f"predicted {100 * r['clearance_p50']:.0f}% ({100 * r['clearance_p10']:.0f}–{100 * r['clearance_p90']:.0f}%)",
-                    'images': [to_pil(x) for x in strips[i]]})
-    return make_grid(out, ['pre', 'poor (p10)', 'typical (p50)', 'good (p90)', 'at true clearance', 'true post'], cell=128)
 
 # %% ../nbs/23_evaluate.ipynb #fbfe1519
 def _n_images(d: Path) -> int: return len(image_files(d)) if d.is_dir() else 0

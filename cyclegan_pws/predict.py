@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_predict.ipynb #c05ebc00
 from __future__ import annotations
-import json, math, warnings
+import math, warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -24,8 +24,8 @@ from .dose_response import DoseLooks, is_looks_run, read_looks
 
 # %% auto #0
 __all__ = ['DIRECTIONS', 'restore_size', 'predict_at_size', 'generator', 'Translator', 'face_landmarks', 'StainRemover',
-           'TreatmentPredictor', 'load_predictor', 'translate_folder', 'changed_outside_stain', 'dose_tag',
-           'parse_doses', 'look_name', 'predict_folder']
+           'TreatmentPredictor', 'load_predictor', 'removal_run', 'translate_folder', 'changed_outside_stain',
+           'dose_tag', 'parse_doses', 'look_name', 'predict_folder']
 
 # %% ../nbs/20_predict.ipynb #bd6e359b
 def restore_size(orig: Tensor, small_in: Tensor, small_out: Tensor) -> Tensor:
@@ -150,11 +150,15 @@ def _load_looks(folder, kind: Optional[str], device) -> DoseLooks:
     if kind not in (None, 'treatment'):
         raise CheckpointError(f'{folder}: a treatment (looks) run, not a {kind} run; pass the --out folder of `cyclegan-pws train`')
     d = read_looks(folder)
-    remover = load_predictor(d['remover'], 'removal', device=device) if d.get('remover') else None
-    if remover is not None and not isinstance(remover, StainRemover):
-        raise UserError(f'{Path(folder) / "looks.json"}: remover {d["remover"]} is a CycleGAN run, which finds no stain region; '
-                        'give a removal run (cyclegan-pws train) or none')
+    try: remover = load_predictor(removal_run(d['remover']), 'removal', device=device) if d.get('remover') else None
+    except UserError as e: raise UserError(f'{Path(folder) / "looks.json"}: {e}') from None
     return DoseLooks(d['dose_response'], remover and remover.region, run=d)
+
+def removal_run(run) -> Path:
+    "The absolute path of removal run `run` (a `StainRemover`'s, the looks' stain region); a one-line error for anything else."
+    if not isinstance(load_predictor(run, 'removal'), StainRemover):
+        raise UserError(f'remover {run} is a CycleGAN run, which finds no stain region; give a removal run (cyclegan-pws train) or none')
+    return Path(run).resolve()
 
 # %% ../nbs/20_predict.ipynb #2c6d25cd
 def _by_stem(folder) -> list[Path]:

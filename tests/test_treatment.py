@@ -15,7 +15,8 @@ from cyclegan_pws.checkpoint import seed_everything
 from cyclegan_pws.config import run_config
 
 from cyclegan_pws.synth import write_synthetic_dataset
-from cyclegan_pws.evaluate import evaluate_treatment, evaluate_looks
+from cyclegan_pws.evaluate import evaluate_treatment
+from cyclegan_pws.looks_eval import evaluate_looks
 from cyclegan_pws.dose_response import train_looks, read_looks
 from cyclegan_pws.treatment import PairSubset, Treatment, split_pairs, train_treatment
 from conftest import fit_until, assert_same_training_state
