@@ -17,11 +17,13 @@ from .faces import FaceConfig, FaceRejected, crop_face
 from .data import to_tensor, to_pil
 from .metrics import clearance, estimate_lesion_mask, image_tensor, change_outside, looks_damaged
 from .predict import load_predictor
+from .dose_response import DoseLooks
 from .report import png_uri
 
 # %% auto #0
-__all__ = ['PHOTO_MESSAGES', 'GRADE_WORDS', 'DAMAGED', 'CSS', 'DONE', 'PhotoError', 'load_photo', 'load_predictors',
-           'process_photo', 'describe', 'private_upload_dir', 'forget_upload', 'build_app', 'is_loopback', 'launch']
+__all__ = ['PHOTO_MESSAGES', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'PhotoError', 'load_photo', 'load_predictors',
+           'process_photo', 'strip_items', 'describe', 'private_upload_dir', 'forget_upload', 'build_app',
+           'is_loopback', 'launch']
 
 # %% ../nbs/25_app.ipynb #73e0fc29
 class PhotoError(UserError):
@@ -62,7 +64,9 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
     except FaceRejected as e: raise PhotoError(e.reason, PHOTO_MESSAGES.get(e.reason, str(e))) from None
     before = to_tensor(crop.image)
     afters = [remove(before, crop.landmarks)]
-    if treat is not None: afters += list(treat(before, list(sessions)))
+    looks = treat.at_sessions(before, crop.landmarks, list(sessions)) if isinstance(treat, DoseLooks) else None
+    if looks is not None: afters += [by_p[_typical(treat)][0] for by_p in looks]
+    elif treat is not None: afters += list(treat(before, list(sessions)))
     lesion = estimate_lesion_mask(before)
     c = clearance(image_tensor(before).expand(len(afters), -1, -1, -1), image_tensor(torch.stack(afters)),
                   lesion.expand(len(afters), -1, -1, -1))
@@ -73,8 +77,14 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
                 damaged=bool(looks_damaged(change)[0]),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),
                 treatment=[dict(sessions=float(s), image=to_pil(a), clearance_pct=p, grade=g,
-                                extrapolated=s > getattr(treat, 'max_sessions', math.inf))
-                           for s, a, p, g in zip(sessions, afters[1:], pct[1:], grade[1:])])
+                                extrapolated=s > getattr(treat, 'max_sessions', math.inf),
+                                **({} if looks is None else {'range': [dict(percentile=q, image=to_pil(y), predicted=c)
+                                                                       for q, (y, c) in looks[k].items()]}))
+                           for k, (s, a, p, g) in enumerate(zip(sessions, afters[1:], pct[1:], grade[1:]))])
+
+def _typical(looks: DoseLooks) -> float:
+    "The percentile of `looks` that is its typical patient: the median one."
+    return min(looks.percentiles, key=lambda q: abs(q - 50))
 
 # %% ../nbs/25_app.ipynb #1253a5f8
 GRADE_WORDS = {0: 'no clearance', 1: 'poor (1–25%)', 2: 'fair (26–50%)', 3: 'good (51–75%)', 4: 'excellent (76–100%)'}
@@ -82,6 +92,28 @@ DAMAGED = 'Warning: the model also changed the face outside the stain, so this p
 
 def _pct(p: float, g: int) -> str:
     return 'not measured (no stain detected)' if not math.isfinite(p) else f'**{p:.0f}%** (grade {g}: {GRADE_WORDS[g]})'
+
+def _range_words(rng: list[dict]) -> str:
+    "'of patients like this, the typical one sees 39% of the stain gone, 1 in 10 less than 21%, 1 in 10 more than 58%'."
+    lo, mid, hi = rng[0], rng[len(rng) // 2], rng[-1]
+    return (f"typical patient: {100 * mid['predicted']:.0f}% of the stain gone; 1 in {round(100 / lo['percentile'])} less than "
+            f"{100 * lo['predicted']:.0f}%, 1 in {round(100 / (100 - hi['percentile']))} more than {100 * hi['predicted']:.0f}%")
+
+RESPONDER = {10: 'poor responder', 50: 'typical', 90: 'good responder'}
+
+def strip_items(result: dict) -> list[tuple]:
+    "(PIL image, file name, caption) of every predicted look, in dose order: three per dose (poor, typical, good) with a looks run."
+    out = []
+    for t in result['treatment']:
+        n = f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}"
+        if t.get('range'):
+            who = lambda q: RESPONDER.get(q, f'{q:g}th percentile')
+            out += [(r['image'], f"after_{t['sessions']:g}_sessions_p{r['percentile']:g}",
+                     f"{n}, {who(r['percentile'])}: {100 * r['predicted']:.0f}% cleared") for r in t['range']]
+        else:
+            pct = t['clearance_pct']
+            out.append((t['image'], f"after_{t['sessions']:g}_sessions", f"{n}: {'–' if not math.isfinite(pct) else format(pct, '.0f') + '%'}"))
+    return out
 
 def describe(result: dict) -> str:
     "The Markdown summary of a `process_photo` result: clearance and grade, per dose when predicted."
@@ -94,7 +126,8 @@ def describe(result: dict) -> str:
     for t in result['treatment']:
         n = f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}"
         lines.append(f"- after {n}: clearance {_pct(t['clearance_pct'], t['grade'])}"
-                     + (' (extrapolated: more sessions than any training pair had)' if t.get('extrapolated') else ''))
+                     + (' (extrapolated: more sessions than any training pair had)' if t.get('extrapolated') else '')
+                     + (f"; {_range_words(t['range'])}" if t.get('range') else ''))
     lines.append('\n*Clearance = how much of the stain\'s colour difference to the surrounding skin (CIELAB ΔE) is '
                  'gone, estimated from this photo. A research tool, not a medical device.*')
     return '\n'.join(lines)
@@ -153,10 +186,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
             gr.Warning(str(e))
             return (str(e), *empty)
         slider = [_image_data(r['crop'], 'before'), _image_data(r['removed'], 'after')]
-        strip = [{'image': _image_data(t['image'], f"after_{t['sessions']:g}_sessions"),
-                  'caption': f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}: "
-                             f"{'–' if not math.isfinite(t['clearance_pct']) else format(t['clearance_pct'], '.0f') + '%'}"}
-                 for t in r['treatment']] or None
+        strip = [{'image': _image_data(img, name), 'caption': cap} for img, name, cap in strip_items(r)] or None
         return (DAMAGED if r['damaged'] else DONE, slider, describe(r), strip)
 
     with gr.Blocks(title='cyclegan-pws: port-wine stain before/after', analytics_enabled=False) as demo:
@@ -171,8 +201,10 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
                 slider = gr.ImageSlider(label='Before / after (birthmark removed)', interactive=False,
                                         elem_id='slider', buttons=['fullscreen'])
                 summary = gr.Markdown(elem_id='summary')
-                strip = gr.Gallery(label=f"Predicted look after {', '.join(f'{s:g}' for s in sessions)} laser sessions",
-                                   columns=len(sessions), visible=treat is not None, elem_id='doses',
+                looks = isinstance(treat, DoseLooks)
+                strip = gr.Gallery(label=f"Predicted look after {', '.join(f'{s:g}' for s in sessions)} laser sessions"
+                                         + (': poor responder, typical, good responder' if looks else ''),
+                                   columns=len(treat.percentiles) if looks else len(sessions), visible=treat is not None, elem_id='doses',
                                    interactive=False, buttons=['fullscreen'], height=280, object_fit='contain')
         photo.upload(run, photo, [status, slider, summary, strip], preprocess=False, postprocess=False,
                      api_visibility='private', show_progress='full')

@@ -23,7 +23,7 @@ __all__ = ['app', 'kaggle_app', 'treat_app', 'main', 'scrape_cmd', 'download_cmd
 # %% ../nbs/24_cli.ipynb #2665f362
 app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help='Port-wine stain birthmark removal (CycleGAN) and treatment prediction (pix2pix).')
+                  help='Port-wine stain birthmark removal and treatment prediction (dose response + looks, or pix2pix).')
 
 def _version(value: bool):
     if value: typer.echo(f'cyclegan-pws {cyclegan_pws.__version__}'); raise typer.Exit()
@@ -31,7 +31,7 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, '--version', callback=_version, is_eager=True,
                                        help='Print the version and exit.')):
-    "Port-wine stain birthmark removal (CycleGAN) and treatment prediction (pix2pix)."
+    "Port-wine stain birthmark removal and treatment prediction (dose response + looks, or pix2pix)."
 
 # %% ../nbs/24_cli.ipynb #62eb9256
 def main(argv: Optional[list[str]] = None):
@@ -377,12 +377,14 @@ def demo_cmd(out: Path = typer.Option(Path('demo'), '--out', help='Folder for ev
                f"samples {f['samples']} | exported network {f['export']}")
 
 # %% ../nbs/24_cli.ipynb #dac9e46c
-treat_app = typer.Typer(no_args_is_help=True, help='Predict how a PWS face will look after laser treatment (dose-conditioned pix2pix).')
+treat_app = typer.Typer(no_args_is_help=True, help='Predict how a PWS face will look after laser treatment: typical look and range per dose.')
 app.add_typer(treat_app, name='treat')
 
 @treat_app.command('train')
 def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with pre/, post/ and doses.csv (e.g. DATA/pairs).'),
-                out: Path = typer.Option(..., '--out', help='Run folder: checkpoints, logs, dose-strip samples.'),
+                out: Path = typer.Option(..., '--out', help='Run folder: looks.json (looks) or checkpoints, logs, dose-strip samples (pix2pix).'),
+                method: str = typer.Option('looks', '--method', help='looks: fit the dose response (seconds) and render 10/50/90th percentile looks; pix2pix: train the dose-conditioned U-Net.'),
+                remover: Optional[Path] = typer.Option(None, '--remover', help='looks: a removal run whose stain region is used for photos without a mask (default: the face\'s asymmetry).'),
                 preset: str = typer.Option(DEFAULT_PRESET, '--preset', help='seed (Kaggle TPU), paper (pix2pix) or tiny (CPU demos).'),
                 size: Optional[int] = typer.Option(None, '--size', help="Image side (default: the preset's)."),
                 steps: Optional[int] = _STEPS, epochs: Optional[int] = _EPOCHS, batch: Optional[int] = _BATCH,
@@ -395,7 +397,15 @@ def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with
                 device: str = _DEVICE, precision: str = _PRECISION, resume: Optional[str] = _RESUME, max_time: Optional[str] = _MAX_TIME,
                 log_every: Optional[int] = _LOG_EVERY, ckpt_every: Optional[int] = _CKPT_EVERY, workers: int = _WORKERS,
                 threads: Optional[int] = _THREADS, tensorboard: bool = _TENSORBOARD, progress: bool = _PROGRESS):
-    "Train the dose-conditioned treatment model on pre/post pairs."
+    "Fit the treatment predictor on pre/post pairs: the dose response (looks, default) or the dose-conditioned pix2pix."
+    if method not in ('looks', 'pix2pix'): raise UserError(f'--method {method}: use looks (dose response) or pix2pix')
+    if method == 'looks':
+        given = [k for k, v in {'--steps': steps, '--epochs': epochs, '--batch': batch, '--dose': dose, '--condition': condition,
+                                '--discriminator': discriminator, '--loss': loss, '--lambda-l1': lambda_l1, '--resume': resume,
+                                '--max-time': max_time, '--log-every': log_every, '--ckpt-every': ckpt_every}.items() if v is not None]
+        if given: raise UserError(f'{", ".join(given)}: only for --method pix2pix; --method looks fits the dose response and has no training steps')
+        return _treat_looks(data, out, remover)
+    if remover is not None: raise UserError('--remover: only for --method looks')
     from cyclegan_pws.config import run_config
     from cyclegan_pws.treatment import train_treatment
     rc = run_config(preset, str(data), kind='treatment', task={'size': size, 'dose': dose, 'condition': condition, 'discriminator': discriminator,
@@ -407,29 +417,47 @@ def treat_train(data: Path = typer.Option(..., '--data', help='Pairs folder with
     typer.echo(f"treat train: {res['status']} at step {res['step']} on {res['n_train']} pairs ({res['n_test']} held out, "
                f"{len(res['problems'])} pairing problems); checkpoint {res['checkpoint']}")
 
+def _treat_looks(data: Path, out: Path, remover: Optional[Path]):
+    "`treat train --method looks`: fit the dose response on the training pairs and write `looks.json`."
+    from cyclegan_pws.dose_response import train_looks
+    from cyclegan_pws.predict import removal_run
+    res = train_looks(data, out, remover=None if remover is None else removal_run(remover))
+    for p in res['problems']: typer.echo(f'treat train: pairing problem: {p}', err=True)
+    curve = ', '.join(f'{s}: {100 * a:.0f}/{100 * b:.0f}/{100 * c:.0f}%' for s, (a, b, c) in zip((1, 5, 10), res['dose_response'].quantiles([1, 5, 10])))
+    typer.echo(f"treat train: dose response fitted in {res['fit_seconds']:.1f} s on {res['n_train']} pairs ({res['n_test']} held out, "
+               f"{len(res['problems'])} pairing problems); clearance 10/50/90th percentile after 1, 5, 10 sessions: {curve}; {res['file']}")
+
 @treat_app.command('predict')
 def treat_predict(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder of `treat train` (newest valid checkpoint) or a checkpoint folder.'),
                   inp: Path = typer.Option(..., '--in', help='A face photo (pre-treatment) or a folder of them.'),
                   sessions: str = typer.Option('1,5,10', '--sessions', help='Comma-separated doses, e.g. 1,5,10 (sessions, or clearance fractions for --dose clearance runs).'),
-                  out: Path = typer.Option(..., '--out', help='Folder for the <stem>_s<N>.png predictions.'),
+                  out: Path = typer.Option(..., '--out', help='Folder for the <stem>_s<N>.png predictions (looks runs: and _p10, _p90 beside them).'),
+                  masks: Optional[Path] = typer.Option(None, '--masks', help='Looks runs: folder of lesion masks named like the photos (default: the stain region is estimated).'),
                   device: str = _DEVICE):
-    "Predict how each face will look after each number of laser sessions."
+    "Predict how each face will look after each number of laser sessions (looks runs: poor, typical and good responder)."
     from cyclegan_pws.predict import parse_doses, predict_folder
-    r = predict_folder(checkpoint, inp, parse_doses(sessions), out, device=device)
-    typer.echo(f"treat predict: {r['photos']} photos x {len(parse_doses(sessions))} doses = {r['written']} images, "
-               f"{len(r['skipped'])} unreadable skipped -> {r['out']}")
+    doses = parse_doses(sessions)
+    r = predict_folder(checkpoint, inp, doses, out, device=device, masks=masks)
+    looks = r['written'] > r['photos'] * len(doses)
+    typer.echo(f"treat predict: {r['photos']} photos x {len(doses)} doses{' x 3 looks (typical <stem>_s<N>.png, poor _p10, good _p90)' if looks else ''} "
+               f"= {r['written']} images, {len(r['skipped'])} unreadable skipped -> {r['out']}")
 
 @treat_app.command('evaluate')
 def treat_evaluate(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder of `treat train` or a checkpoint folder.'),
                    data: Path = typer.Option(..., '--data', help='The pairs folder the run was trained on (its held-out pairs are used).'),
                    out: Path = typer.Option(Path('treat_report'), '--out', help='Report folder: metrics.json, per_pair.csv, dose_strip.png, report.html.'),
                    sessions: str = typer.Option('1,5,10', '--sessions', help='Doses of the dose-response check and strip.'),
+                   baseline: Optional[Path] = typer.Option(None, '--baseline', help='Looks runs: a pix2pix treatment run to compare with, side by side.'),
                    device: str = _DEVICE):
-    "Measure a treatment run on its held-out pairs against two baselines; write an HTML report."
+    "Measure a treatment run on its held-out pairs against baselines; write an HTML report."
     from cyclegan_pws.predict import parse_doses
     from cyclegan_pws.evaluate import evaluate_treatment
-    m = evaluate_treatment(checkpoint, data, out, sessions=parse_doses(sessions), device=device)
+    m = evaluate_treatment(checkpoint, data, out, sessions=parse_doses(sessions), device=device, baseline=baseline)
     f = lambda v: '–' if v is None else f'{v:.2f}'
+    if 'realised_typical_pct' in m:                   # a looks run
+        from cyclegan_pws.looks_eval import summary_lines
+        for line in summary_lines(m) + [f'report: {Path(out) / "report.html"}']: typer.echo(line)
+        return
     curve = ', '.join(f'{k}: {f(v)}%' for k, v in m['dose_response'].items())
     typer.echo(f"{m['n_images']} held-out pairs | lesion PSNR {f(m['psnr_lesion_db_mean'])} dB (pre image "
                f"{f(m['psnr_lesion_pre_baseline_db_mean'])}, mean-post blend {f(m['psnr_lesion_blend_baseline_db_mean'])}) | "

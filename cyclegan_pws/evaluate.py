@@ -22,6 +22,7 @@ from .procedural import face_frame
 from .checkpoint import checkpoint_step, resolve_checkpoint
 from .treatment import split_pairs, dose_column, identity_problems
 from .predict import load_predictor, translate_folder, dose_tag
+from .dose_response import is_looks_run
 from .report import make_grid, outline, pick_spread, finite_or_none, write_report
 from .export import export_generators
 
@@ -275,8 +276,13 @@ TREAT_EXPLAIN = {
     'monotone_frac': 'Share of faces whose predicted clearance strictly increases with dose over the strip doses.',
 }
 
-def evaluate_treatment(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5, 10), device='cpu', n_strip: int = 6) -> dict:
-    "Evaluate a treatment run on the held-out pairs of `pairs_dir`; write metrics.json, per_pair.csv, dose_strip.png, report.html to `out`."
+def evaluate_treatment(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5, 10), device='cpu', n_strip: int = 6,
+                       baseline=None) -> dict:
+    "Evaluate a treatment run (pix2pix, or a looks run via `evaluate_looks`) on the held-out pairs of `pairs_dir`; write metrics.json, per_pair.csv, dose_strip.png, report.html to `out`."
+    if is_looks_run(checkpoint):                  # a looks run is scored by `looks_eval` (29), which builds on this module
+        from cyclegan_pws.looks_eval import evaluate_looks
+        return evaluate_looks(checkpoint, pairs_dir, out, sessions, baseline, device, n_strip)
+    if baseline is not None: raise UserError(f'--baseline {baseline}: --baseline applies to a looks run (treat train --method looks)')
     pred = load_predictor(checkpoint, 'treatment', device=device); t = pred.run.config.task
     sessions = [float(s) for s in sessions]
     with warnings.catch_warnings():

@@ -1,6 +1,7 @@
-"""The treatment model on CPU: what must hold on held-out synthetic pairs after a short training (predicted
-clearance grows with dose; beats "return the pre image" and "blend toward the mean post image" inside the
-lesion), exact resume, the `treat` commands end to end, and pairing problems of a real-pairs folder."""
+"""The treatment predictors on CPU. The dose-response looks (`treat train`'s default): what issue 17 asks of them on
+held-out synthetic faces, and the `treat` commands end to end. The pix2pix model: what must hold after a short
+training (predicted clearance grows with dose; beats "return the pre image" and "blend toward the mean post
+image" inside the lesion), exact resume, its `treat` commands, and pairing problems of a real-pairs folder."""
 import json, shutil
 
 import pytest
@@ -15,6 +16,8 @@ from cyclegan_pws.config import run_config
 
 from cyclegan_pws.synth import write_synthetic_dataset
 from cyclegan_pws.evaluate import evaluate_treatment
+from cyclegan_pws.looks_eval import evaluate_looks
+from cyclegan_pws.dose_response import train_looks, read_looks
 from cyclegan_pws.treatment import PairSubset, Treatment, split_pairs, train_treatment
 from conftest import fit_until, assert_same_training_state
 
@@ -23,6 +26,63 @@ from conftest import fit_until, assert_same_training_state
 N_PAIRS, STEPS, BATCH = 100, 800, 8
 # One intra-op thread: on a CPU shared with other processes two OpenMP threads made a step ~30x slower here.
 torch.set_num_threads(1)
+
+
+# The dose-response looks on the setting of benchmarks/treatment_quality.py: 150 pairs of 128 px (50 faces x 3 doses;
+# 102 train, 48 held out), ~20 s. Measured there (seed 0): typical look 63.0% of the change (oracle 65.5%, error ratio
+# 1.07), at the true clearance 78.4% (the simulator's own ceiling, true clean face at the true clearance: 83.3%),
+# band coverage 0.79, every face's look moves further with more sessions.
+@pytest.fixture(scope='module')
+def looks_metrics(tmp_path_factory):
+    root = tmp_path_factory.mktemp('looks')
+    write_synthetic_dataset(root / 'data', n=1, size=128, seed=0, n_pairs=150)
+    fit = train_looks(root / 'data' / 'pairs', root / 'run')
+    assert fit['fit_seconds'] < 30 and (fit['n_train'], fit['n_test']) == (102, 48), fit
+    return evaluate_looks(root / 'run', root / 'data' / 'pairs', root / 'report'), root
+
+
+def test_looks_realise_the_change_like_the_population_oracle(looks_metrics):
+    m, _ = looks_metrics
+    assert m['faces_shared_with_training'] == 0 and m['realised_pre_pct'] == 0.0
+    assert m['realised_typical_pct'] >= 60, m['realised_typical_pct']                 # issue 17: >= 60% (pix2pix: 32%)
+    assert m['error_ratio_to_oracle'] <= 1.2, m['error_ratio_to_oracle']
+    assert m['realised_typical_no_mask_pct'] >= 55, m['realised_typical_no_mask_pct']  # a photo without a mask
+    # the poor and good responders are further from the typical outcome than the typical look
+    assert m['realised_poor_p10_pct'] < m['realised_typical_pct'] and m['realised_good_p90_pct'] < m['realised_typical_pct']
+
+
+def test_look_at_true_clearance_is_close_to_the_simulators_ceiling(looks_metrics):
+    m, _ = looks_metrics  # issue 17 asks 85%; no deterministic look exceeds ~83% here (the benchmark's ceiling row)
+    assert m['realised_at_true_clearance_pct'] >= 75, m['realised_at_true_clearance_pct']
+    assert m['realised_at_true_clearance_pct'] > m['realised_oracle_median_pct'] + 10
+
+
+def test_band_is_calibrated_and_looks_rise_with_sessions(looks_metrics):
+    m, _ = looks_metrics
+    assert 0.7 <= m['band_coverage'] <= 0.9, m['band_coverage']
+    assert m['monotone_frac'] == 1.0 and m['labels_rise_with_sessions']
+    curve = [m['dose_response'][k]['p50'] for k in ('1', '5', '10')]
+    assert curve[0] < curve[1] < curve[2], curve
+    assert [k for k, v in m['targets'].items() if not v] == ['true_clearance_realises_85pct'], m['targets']
+
+
+def test_looks_cli_train_predict_evaluate(looks_metrics, tmp_path):
+    m, root = looks_metrics
+    pairs, runner = root / 'data' / 'pairs', CliRunner()
+    r = runner.invoke(app, ['treat', 'train', '--data', str(pairs), '--out', str(tmp_path / 'run')])
+    assert r.exit_code == 0 and 'dose response fitted' in r.stdout, r.output
+    assert read_looks(tmp_path / 'run')['dose_response'] == read_looks(root / 'run')['dose_response']   # the same fit
+    photo = tmp_path / 'photo.jpg'
+    Image.open(pairs / 'pre' / 'P_00000.png').resize((150, 120)).save(photo)
+    r = runner.invoke(app, ['treat', 'predict', '--checkpoint', str(tmp_path / 'run'), '--in', str(photo), '--sessions', '1,10',
+                            '--out', str(tmp_path / 'pred')])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / 'pred').iterdir()) == [
+        'photo_looks.json', 'photo_s1.png', 'photo_s10.png', 'photo_s10_p10.png', 'photo_s10_p90.png', 'photo_s1_p10.png', 'photo_s1_p90.png']
+    assert Image.open(tmp_path / 'pred' / 'photo_s10_p90.png').size == (150, 120)
+    assert json.loads((tmp_path / 'pred' / 'photo_looks.json').read_text())['region'] == 'asymmetry'
+    r = runner.invoke(app, ['treat', 'evaluate', '--checkpoint', str(tmp_path / 'run'), '--data', str(pairs), '--out', str(tmp_path / 'rep')])
+    assert r.exit_code == 0 and f"typical look {m['realised_typical_pct']:.1f}%" in r.stdout and 'band holds' in r.stdout, r.output
 
 
 @pytest.fixture(scope='module')
@@ -100,7 +160,7 @@ def test_resume_is_bit_identical(small_pairs, tmp_path, precision):
 def test_cli_train_predict_evaluate(small_pairs, tmp_path):
     runner = CliRunner()
     run, pred, report = tmp_path / 'run', tmp_path / 'pred', tmp_path / 'report'
-    r = runner.invoke(app, ['treat', 'train', '--data', str(small_pairs), '--out', str(run), '--preset', 'tiny', '--steps', '2',
+    r = runner.invoke(app, ['treat', 'train', '--data', str(small_pairs), '--out', str(run), '--method', 'pix2pix', '--preset', 'tiny', '--steps', '2',
                             '--batch', '2', '--log-every', '1', '--ckpt-every', '2', '--precision', 'fp32', '--no-progress'])
     assert r.exit_code == 0, r.output
     assert 'treat train: done at step 2' in r.stdout
@@ -132,7 +192,7 @@ def test_real_pairs_folder_problems_are_reported(small_pairs, tmp_path):
     Image.open(clinic / 'post' / 'P_00001.png').resize((80, 80)).save(clinic / 'post' / 'P_00001.png')
     (clinic / 'post' / 'P_00002.png').unlink()
     shutil.copy(small_pairs / 'post' / 'P_00000.png', clinic / 'post' / 'P_00005.png')  # another patient's photo
-    r = CliRunner().invoke(app, ['treat', 'train', '--data', str(clinic), '--out', str(tmp_path / 'run'), '--preset', 'tiny',
+    r = CliRunner().invoke(app, ['treat', 'train', '--data', str(clinic), '--out', str(tmp_path / 'run'), '--method', 'pix2pix', '--preset', 'tiny',
                                  '--steps', '1', '--batch', '2', '--log-every', '1', '--ckpt-every', '1', '--precision', 'fp32',
                                  '--no-progress'])
     assert r.exit_code == 0, r.output
