@@ -21,23 +21,20 @@ __all__ = ['app', 'kaggle_app', 'treat_app', 'main', 'scrape_cmd', 'download_cmd
            'kaggle_status', 'kaggle_output', 'app_cmd', 'demo_cmd', 'treat_train', 'treat_predict', 'treat_evaluate']
 
 # %% ../nbs/24_cli.ipynb #2665f362
-app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False, rich_markup_mode=None,
+app = typer.Typer(name='cyclegan-pws', no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help='Port-wine stain birthmark removal and treatment prediction (dose response + looks, or pix2pix).')
 
 def _version(value: bool):
     if value: typer.echo(f'cyclegan-pws {cyclegan_pws.__version__}'); raise typer.Exit()
 
 @app.callback()
-def _root(version: bool = typer.Option(False, '--version', callback=_version, is_eager=True,
-                                       help='Print the version and exit.')):
+def _root(version: bool = typer.Option(False, '--version', callback=_version, is_eager=True, help='Print the version and exit.')):
     "Port-wine stain birthmark removal and treatment prediction (dose response + looks, or pix2pix)."
 
 # %% ../nbs/24_cli.ipynb #62eb9256
 def main(argv: Optional[list[str]] = None):
     "Entry point of the `cyclegan-pws` console script."
-    # Idle OpenMP threads sleep instead of spinning, so training beside another busy process slows ~2x, not ~20x
-    # (13_engine). libgomp reads this once, when torch loads it; no subcommand has imported torch yet.
+    # idle OpenMP threads sleep, not spin: beside a busy process a step slows ~2x, not ~20x (13_engine); read once, as torch loads
     import os; os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     try: app(args=argv, prog_name='cyclegan-pws')
     except UserError as e:
@@ -279,8 +276,7 @@ def kaggle_build(out: Path = typer.Option(Path('kaggle_kernel'), '--out', help='
                  user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name in the metadata (default: a placeholder).'),
                  slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                  dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                 preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI,
-                 package_url: Optional[str] = _K_URL,
+                 preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
                  check: bool = typer.Option(False, '--check', help='Only check that OUT matches what build would write.')):
     "Generate the Kaggle kernel (notebook + kernel-metadata.json) from the library."
     from cyclegan_pws.kaggle_kernel import build_kernel, check_kernel
@@ -304,8 +300,7 @@ def kaggle_wheels(out: Path = typer.Option(Path('kaggle_wheels'), '--out', help=
 def kaggle_push(user: Optional[str] = typer.Option(None, '--user', help='Kaggle user name (default: from the Kaggle CLI credentials).'),
                 slug: str = _K_SLUG, healthy_dataset: str = _K_HEALTHY, pws_dataset: Optional[str] = _K_PWS,
                 dataset: Optional[list[str]] = _K_DATASETS, resume_from: Optional[str] = _K_RESUME,
-                preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI,
-                package_url: Optional[str] = _K_URL,
+                preset: str = _K_PRESET, size: int = _K_SIZE, method: str = _K_METHOD, pypi: bool = _K_PYPI, package_url: Optional[str] = _K_URL,
                 session: Optional[str] = typer.Option(None, '--session', help='Session cap (default 9h); the budget is min(it, TPU quota left) - 15m.'),
                 wheelhouse: Optional[Path] = typer.Option(None, '--wheelhouse', help='Upload this folder from `kaggle wheels` instead of building one.'),
                 keep: Optional[Path] = typer.Option(None, '--keep', help='Build into this folder (kept) instead of a temporary one.')):

@@ -115,7 +115,8 @@ def test_export_files_match_pytorch(run, exported):
         ort = torch.from_numpy(sess.run(None, {'image': x.numpy()})[0])
         assert (ort - eager).abs().max() < 1e-3
         with torch.no_grad(): ts = torch.jit.load(str(out / f'generator_{d}.torchscript.pt'))(x)
-        torch.testing.assert_close(ts, eager, rtol=0, atol=1e-6)
+        # traced, instance norm runs ATen's kernel; eager on CPU, the same function as a group norm (11_models): last-bit differences
+        torch.testing.assert_close(ts, eager, rtol=0, atol=1e-5)
         from safetensors.torch import load_file
         g2 = build_generator('tiny'); g2.load_state_dict(load_file(str(out / f'generator_{d}.safetensors'))); g2.eval()
         with torch.no_grad(): assert torch.equal(g2(x), eager)
