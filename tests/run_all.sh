@@ -50,6 +50,6 @@ set -e
 if [ $rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi
 [ $rc -eq 0 ] || exit $rc
 
-# 4. The TPU path, on torch_xla's CPU backend, in its own environment (torch_xla pins torch 2.9).
+# 4. The TPU path, on torch_xla's CPU backend, in its own environment (torch_xla 2.8.0 pins torch 2.8.0, as on Kaggle's TPU image).
 #    SKIP_XLA=1 skips it (e.g. offline, where its ~4 GB first download is impossible).
 if [ -z "${SKIP_XLA:-}" ]; then bash tests/run_xla.sh; fi
