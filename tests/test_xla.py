@@ -17,7 +17,7 @@ try:
     HAVE_XLA = True
 except ImportError:
     HAVE_XLA = False
-pytestmark = pytest.mark.skipif(not HAVE_XLA, reason='torch_xla is not importable; run `bash tests/run_xla.sh` (own venv: torch 2.8.0 + torch_xla 2.8.0, as on Kaggle's TPU image)')
+pytestmark = pytest.mark.skipif(not HAVE_XLA, reason='torch_xla is not importable; run `bash tests/run_xla.sh` (own venv: torch 2.8.0 + torch_xla 2.8.0, as on the Kaggle TPU image)')
 
 STEPS, LOG_EVERY = 6, 3
 
