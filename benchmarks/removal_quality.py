@@ -60,6 +60,9 @@ def trained_rows(method: str, seed: int, data: Path, sets: dict, out: Path, step
     t = time.time()
     result = train(rc, out / 'run', resume='auto', progress=False)
     train_s = time.time() - t
+    log = out / 'run' / 'log.jsonl'
+    if log.exists():  # the run's own clock, which a resumed run carries over (this call alone may only have evaluated)
+        train_s = max(train_s, json.loads(log.read_text().splitlines()[-1]).get('time', 0.0))
     if result['status'] != 'done': raise SystemExit(f'{out}/run stopped at step {result["step"]}; run again to resume')
     extra = {k: v for k, v in sets.items() if k != 'held_out_faces'}
     m = evaluate_run(out / 'run', data, out / 'eval', fid=False, export=False, device=device, sets=extra)['metrics']
