@@ -28,7 +28,8 @@ from cyclegan_pws.synth import write_synthetic_dataset, _item_rng, PATIENT_CMAX_
 from cyclegan_pws.procedural import procedural_face, decode_srgb, encode_srgb
 from cyclegan_pws.data import PairedDataset
 from cyclegan_pws.metrics import image_tensor, delta_e_map, pooled_clearance
-from cyclegan_pws.dose_response import train_looks, read_looks, split_names, DoseResponse, clearance_looks, mask_region
+from cyclegan_pws.data import split_pairs
+from cyclegan_pws.dose_response import train_looks, read_looks, DoseResponse, clearance_looks, mask_region
 from cyclegan_pws.looks_eval import evaluate_looks, soft_pair_mask
 from cyclegan_pws.predict import face_landmarks
 
@@ -43,7 +44,7 @@ def reference_rows(pairs: Path, looks_run: Path, seed: int, size: int, doses_per
         warnings.simplefilter('ignore')
         ds = PairedDataset(pairs, size=None)
     err = {'ceiling': [], 'simulator_median': []}; change = []
-    for i in split_names(ds, info['test_frac'])['test']:
+    for i in split_pairs(ds, info['test_frac'])['test']:
         name = ds.names[i]; s, c = ds.doses[i]
         pre_u8, post_u8 = ds.pre.load(i), ds.post.load(i)
         mask = soft_pair_mask(ds, i, pre_u8)

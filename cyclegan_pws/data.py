@@ -23,7 +23,7 @@ from .io import (ImageError, MissingInput, UserError, atomic_path, image_files, 
 __all__ = ['LANDMARKS', 'CHECKPOINT_EXTS', 'to_float', 'to_uint8', 'to_tensor', 'to_pil', 'resize', 'load_image_tensor',
            'ImageList', 'item_rng', 'epoch_permutation', 'UnpairedDataset', 'read_landmarks', 'crop_landmarks',
            'scale_landmarks', 'fit_landmarks', 'flip_landmarks', 'landmark_tensor', 'landmark_dict', 'FaceDataset',
-           'read_doses', 'PairedDataset', 'split_of', 'split_files', 'split_folder', 'KaggleInputs',
+           'read_doses', 'PairedDataset', 'split_of', 'split_files', 'split_pairs', 'split_folder', 'KaggleInputs',
            'find_kaggle_inputs', 'ResumableBatchSampler', 'make_loader', 'set_epoch']
 
 # %% ../nbs/08_data.ipynb #6874e806
@@ -326,6 +326,12 @@ def split_files(files: Sequence, test_frac: float = 0.1, salt: str = '') -> dict
     "`{'train': [...], 'test': [...]}` by content hash (see `split_of`)."
     out = {'train': [], 'test': []}
     for f in files: out[split_of(f, test_frac, salt)].append(Path(f))
+    return out
+
+def split_pairs(ds: PairedDataset, test_frac: float = 0.2) -> dict[str, list[int]]:
+    "Indices of the training and held-out pairs of `ds`, by the SHA-256 of each pre image (`split_of`)."
+    out = {'train': [], 'test': []}
+    for i, p in enumerate(ds.pre.files): out[split_of(p, test_frac)].append(i)
     return out
 
 def split_folder(src, root, domain: str, test_frac: float = 0.1, salt: str = '') -> dict[str, int]:

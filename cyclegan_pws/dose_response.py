@@ -15,12 +15,12 @@ from torch import Tensor
 
 from .io import UserError, MissingInput, atomic_write_json
 from .config import TreatmentConfig
-from .data import PairedDataset, split_of, to_uint8
-from .mirror import stain_layer, to_log, from_log, asymmetry_region
+from .data import PairedDataset, split_pairs, to_uint8
+from .mirror import stain_layer, subtract_layer, asymmetry_region
 
 # %% auto #0
 __all__ = ['PERCENTILES', 'N_DRAWS', 'LOOKS_FILE', 'DoseResponse', 'fit_dose_response', 'band_coverage', 'mask_region',
-           'clearance_looks', 'DoseLooks', 'is_looks_run', 'save_looks', 'read_looks', 'split_names', 'train_looks']
+           'clearance_looks', 'DoseLooks', 'is_looks_run', 'save_looks', 'read_looks', 'train_looks']
 
 # %% ../nbs/17_dose_response.ipynb #d7c90eaa
 PERCENTILES = (10, 50, 90)        # poor responder, typical, good responder: the band is 10-90%
@@ -132,8 +132,7 @@ def clearance_looks(image: Tensor, region: Tensor, landmarks: dict, clearances: 
     x = image[None].float() / 255
     if not (region > 0).any(): return [image.clone() for _ in cs]
     layer, _ = stain_layer(x, region.to(x), landmarks)                    # measured once, whatever the number of looks
-    z, inside = to_log(x), (layer != 0).any(1, keepdim=True)
-    return [to_uint8(torch.where(inside, from_log(z - c * layer), x)[0] * 2 - 1) for c in cs]   # as `remove_stain`: the rest bit-exact
+    return [to_uint8(subtract_layer(x, layer, c)[0] * 2 - 1) for c in cs]
 
 # %% ../nbs/17_dose_response.ipynb #33eb8a7b
 class DoseLooks:
@@ -185,12 +184,6 @@ def read_looks(run) -> dict:
     except UserError as e: raise UserError(f'{f}: {e}') from None
     return {**d, 'dose_response': dr, 'folder': str(Path(run))}
 
-def split_names(ds: PairedDataset, test_frac: float) -> dict[str, list[int]]:
-    "Indices of the training and held-out pairs of `ds` by the SHA-256 of each pre image (as `treatment.split_pairs`)."
-    out = {'train': [], 'test': []}
-    for i, p in enumerate(ds.pre.files): out[split_of(p, test_frac)].append(i)
-    return out
-
 def train_looks(pairs_dir, out, test_frac: float = TreatmentConfig().test_frac, remover=None) -> dict:
     "Fit the dose response on the training pairs of `pairs_dir` (pre/, post/, doses.csv) and write the looks run folder `out`."
     root = Path(pairs_dir)
@@ -199,7 +192,7 @@ def train_looks(pairs_dir, out, test_frac: float = TreatmentConfig().test_frac, 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # pairing problems are returned, one per line
         ds = PairedDataset(root, size=None)
-    split = split_names(ds, test_frac)
+    split = split_pairs(ds, test_frac)
     rows = np.array([ds.doses[i] for i in split['train']], np.float64).reshape(-1, 2)
     t0 = time.perf_counter()
     try: dr = fit_dose_response(rows[:, 0], rows[:, 1])

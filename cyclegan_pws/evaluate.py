@@ -14,13 +14,13 @@ from PIL import Image
 from torch import Tensor
 
 from .io import UserError, MissingInput, read_image, image_files, atomic_write_json
-from .data import PairedDataset, to_tensor, to_pil, resize
+from .data import PairedDataset, split_pairs, to_tensor, to_pil, resize
 from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, clearance_grade, psnr_outside, ssim_outside,
                                   masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse, surround_mask, fid_kid, removal_sums,
                                   pooled_clearance, pooled_psnr, bootstrap_clearance)
 from .procedural import face_frame
 from .checkpoint import checkpoint_step, resolve_checkpoint
-from .treatment import split_pairs, dose_column, identity_problems
+from .treatment import dose_column, identity_problems
 from .predict import load_predictor, translate_folder, dose_tag
 from .dose_response import is_looks_run
 from .report import make_grid, outline, pick_spread, finite_or_none, write_report

@@ -13,11 +13,11 @@ from PIL import Image
 from torch import Tensor
 
 from .io import UserError, MissingInput, read_image, sha256_file
-from .data import PairedDataset, to_tensor, to_pil
+from .data import PairedDataset, split_pairs, to_tensor, to_pil
 from .metrics import image_tensor, clearance, estimate_lesion_mask, face_ellipse, delta_e_map, pooled_clearance, bootstrap_clearance
 from .predict import load_predictor, dose_tag, face_landmarks
 from .report import make_grid, pick_spread, finite_or_none, write_report
-from .dose_response import DoseLooks, DoseResponse, fit_dose_response, clearance_looks, mask_region, split_names
+from .dose_response import DoseLooks, DoseResponse, fit_dose_response, clearance_looks, mask_region
 
 # %% auto #0
 __all__ = ['LOOKS_METHODS', 'LOOKS_HEADLINE', 'LOOKS_EXPLAIN', 'soft_pair_mask', 'evaluate_looks', 'summary_lines']
@@ -99,7 +99,7 @@ def evaluate_looks(checkpoint, pairs_dir, out, sessions: Sequence[float] = (1, 5
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # returned in the summary
         ds = PairedDataset(pairs_dir, size=None)
-    split = split_names(ds, looks.run['test_frac'])
+    split = split_pairs(ds, looks.run['test_frac'])
     if not split['test']: raise MissingInput(f'{pairs_dir}: none of its {len(ds)} pairs is held out (test_frac={looks.run["test_frac"]}); add pairs')
     test = np.array([ds.doses[i] for i in split['test']], np.float64)
     if not np.isfinite(test).all():

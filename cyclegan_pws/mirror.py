@@ -20,7 +20,7 @@ from .data import LANDMARKS, scale_landmarks
 # %% auto #0
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
            'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'StainColour', 'fit_stain_colour', 'stain_likeness',
-           'region_parts', 'stain_layer', 'remove_stain', 'asymmetry_region']
+           'region_parts', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -198,11 +198,14 @@ def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256) -> tuple[Te
         colours.append(colour)
     return layer, colours
 
+def subtract_layer(x: Tensor, layer: Tensor, amount: float = 1.0) -> Tensor:
+    "`x` (1,3,H,W) in [0, 1] with `amount` of the log-linear `layer` taken away where it is non-zero; every other pixel bit-exact."
+    return torch.where((layer != 0).any(1, keepdim=True), from_log(to_log(x) - amount * layer), x)
+
 def remove_stain(x: Tensor, alpha: Tensor, lm: dict, amount: float = 1.0, work: int = 256) -> Tensor:
     "Face `x` (1,3,H,W) in [0, 1] with `amount` (1 = all) of the stain inside region `alpha` removed; pixels outside `alpha` untouched."
     if not (alpha > 0).any(): return x
-    layer, _ = stain_layer(x, alpha, lm, work)
-    return torch.where((layer != 0).any(1, keepdim=True), from_log(to_log(x) - amount * layer), x)  # the rest bit-exact
+    return subtract_layer(x, stain_layer(x, alpha, lm, work)[0], amount)
 
 # %% ../nbs/10_mirror.ipynb #bcabf934
 def asymmetry_region(x: Tensor, lm: dict, threshold: float = 0.06) -> Tensor:

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 
 from .io import UserError, MissingInput
 from .config import TreatmentConfig, RunConfig, DOSES, CONDITIONS, ENCODINGS
-from .data import PairedDataset, split_of, to_float, to_uint8, resize
+from .data import PairedDataset, split_pairs, to_float, to_uint8, resize
 from .models import build_generator, build_discriminator
 from .checkpoint import seed_everything
 from .engine import GANTask, Runner, fit
@@ -20,8 +20,8 @@ from .losses import d_loss, g_loss, reconstruction_l1
 from .metrics import image_tensor
 
 # %% auto #0
-__all__ = ['MIN_PAIR_SIMILARITY', 'encode_dose', 'DoseGenerator', 'dose_plane', 'Treatment', 'split_pairs', 'PairSubset',
-           'pair_similarity', 'identity_problems', 'dose_column', 'sample_pairs', 'train_treatment']
+__all__ = ['MIN_PAIR_SIMILARITY', 'encode_dose', 'DoseGenerator', 'dose_plane', 'Treatment', 'PairSubset', 'pair_similarity',
+           'identity_problems', 'dose_column', 'sample_pairs', 'train_treatment']
 
 # %% ../nbs/18_treatment.ipynb #290c5dbd
 def encode_dose(dose: Tensor, encoding: str = 'log', scale: float = 10.0) -> Tensor:
@@ -104,12 +104,6 @@ class Treatment(GANTask):
 
 # %% ../nbs/18_treatment.ipynb #70b4aed2
 MIN_PAIR_SIMILARITY = 0.7   # grey SSIM at 64 px below which a pair is reported as two faces (see the calibration below)
-
-def split_pairs(ds: PairedDataset, test_frac: float = 0.2) -> dict[str, list[int]]:
-    "Indices of the training and held-out pairs of `ds`, by the SHA-256 of each pre image (`data.split_of`)."
-    out = {'train': [], 'test': []}
-    for i, p in enumerate(ds.pre.files): out[split_of(p, test_frac)].append(i)
-    return out
 
 class PairSubset(torch.utils.data.Dataset):
     "The pairs `indices` of a `PairedDataset`, passing the epoch on (its flips are seeded per epoch)."

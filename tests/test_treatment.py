@@ -18,7 +18,8 @@ from cyclegan_pws.synth import write_synthetic_dataset
 from cyclegan_pws.evaluate import evaluate_treatment
 from cyclegan_pws.looks_eval import evaluate_looks
 from cyclegan_pws.dose_response import train_looks, read_looks
-from cyclegan_pws.treatment import PairSubset, Treatment, split_pairs, train_treatment
+from cyclegan_pws.data import split_pairs
+from cyclegan_pws.treatment import PairSubset, Treatment, train_treatment
 from conftest import fit_until, assert_same_training_state
 
 # The smallest setting found to pass with margin: 64 px synthetic pairs (series of 3 doses per face), tiny preset.
