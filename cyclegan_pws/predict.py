@@ -12,10 +12,10 @@ import torch
 from torch import nn, Tensor
 
 from .io import UserError, read_image, image_files, save_image, atomic_write_json
-from .data import to_float, to_uint8, to_tensor, to_pil, resize, read_landmarks, crop_landmarks, landmark_tensor
+from .data import to_float, to_uint8, to_tensor, to_pil, resize, read_landmarks, crop_landmarks
 from .models import build_generator, StainRegionNet
-from .mirror import face_oval, remove_stain
-from .remover import region_logits
+from .mirror import remove_stain
+from .remover import stain_region
 from .metrics import image_tensor, estimate_lesion_mask, change_outside, looks_damaged
 from .checkpoint import CheckpointError, TrainedRun, load_run
 from .engine import pick_device
@@ -92,11 +92,8 @@ class StainRemover:
     @torch.no_grad()
     def region(self, image: Tensor, landmarks: dict) -> Tensor:
         "The stain region (1,1,H,W) in {0, 1} of a uint8 (3,H,W) face with `landmarks`."
-        x, (H, W) = image[None].float().to(self.device) / 255, image.shape[-2:]
-        p = torch.sigmoid(region_logits(self.net, x, landmark_tensor(landmarks)[None].to(self.device), self.cfg.net_size))
-        a = (p > self.cfg.threshold).float() * face_oval(landmarks, H, W).to(self.device)
-        r = max(1, round(max(H, W) / (2 * self.cfg.net_size)))
-        return torch.nn.functional.max_pool2d(a, 2 * r + 1, 1, r).cpu()
+        x = image[None].float().to(self.device) / 255
+        return stain_region(self.net, x, landmarks, self.cfg.net_size, self.cfg.threshold).cpu()
 
     @torch.no_grad()
     def __call__(self, image: Tensor, landmarks: Optional[dict] = None) -> Tensor:

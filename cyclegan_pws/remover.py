@@ -15,16 +15,16 @@ import kornia
 
 from .io import UserError
 from .config import RemovalConfig, RunConfig
-from .data import FaceDataset, landmark_dict, to_uint8
-from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, face_coords, from_log, luma,
+from .data import FaceDataset, landmark_dict, landmark_tensor, to_uint8
+from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, face_coords, face_oval, from_log, luma,
                                  mirror, stain_layer, to_log, remove_stain)
 from .models import StainRegionNet
 from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
 
 # %% auto #0
-__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'found_stains', 'stain_library', 'affine_between', 'move_stains',
-           'recolour', 'photometric', 'Remover', 'sample_stained', 'train_remover']
+__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'stain_region', 'found_stains', 'stain_library', 'affine_between',
+           'move_stains', 'recolour', 'photometric', 'Remover', 'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
@@ -44,6 +44,15 @@ def region_logits(net, x: Tensor, lms: Tensor, net_size: int) -> Tensor:
     scale = torch.tensor([net_size / W, net_size / H], device=lms.device)
     logits = net(region_inputs(small.clamp(0, 1), lms * scale))
     return F.interpolate(logits.float(), size=(H, W), mode='bilinear', align_corners=False)
+
+@torch.no_grad()
+def stain_region(net, x: Tensor, lm: dict, net_size: int, threshold: float) -> Tensor:
+    "The stain region (1,1,H,W) in {0, 1} of face `x` (1,3,H,W): probability above `threshold` inside the face oval, grown by a net pixel."
+    H, W = x.shape[-2:]
+    p = torch.sigmoid(region_logits(net, x, landmark_tensor(lm)[None].to(x.device), net_size))
+    a = (p > threshold).float() * face_oval(lm, H, W).to(x.device)
+    r = max(1, round(max(H, W) / (2 * net_size)))                 # the border of the stain, below the net's resolution
+    return F.max_pool2d(a, 2 * r + 1, 1, r)
 
 # %% ../nbs/16_remover.ipynb #31926737
 @torch.no_grad()
@@ -155,8 +164,9 @@ class Remover(Task):
     def sample(self, batch: dict, run: Runner) -> Tensor:
         "A uint8 grid: PWS faces, their region (EMA net), the faces with the stain removed; one column per face."
         x, lms = batch['image'].float().to(run.device) / 255, batch['landmarks'].float().to(run.device)
-        alpha = (torch.sigmoid(region_logits(self.R_ema, x, lms, self.cfg.net_size)) > self.cfg.threshold).float()
-        removed = torch.cat([remove_stain(x[i:i + 1], alpha[i:i + 1], landmark_dict(lms[i])) for i in range(len(x))])
+        lm = [landmark_dict(l) for l in lms]                       # the region and removal `StainRemover` predicts with
+        alpha = torch.cat([stain_region(self.R_ema, x[i:i + 1], lm[i], self.cfg.net_size, self.cfg.threshold) for i in range(len(x))])
+        removed = torch.cat([remove_stain(x[i:i + 1], alpha[i:i + 1], lm[i]) for i in range(len(x))])
         rows = [x, x * (1 - 0.5 * alpha) + 0.5 * alpha * torch.tensor([0., 1., 0.], device=x.device).view(1, 3, 1, 1), removed]
         return to_uint8(torch.cat([torch.cat(list(r), 2) for r in rows], 1) * 2 - 1)
 
