@@ -277,6 +277,7 @@ class RemovalConfig:
     ema: float = 0.98                # weight of the old EMA per step; the EMA net is what predictions use
     both_sides: float = 0.25         # share of pseudo-stains on both sides of the face
     photometric: float = 1.0         # strength of one-sided lighting/tint/noise on training faces (0: off)
+    landmark_jitter: float = 0.05    # sd of the noise on the landmarks the network mirrors with in training, eye distances
     detect_threshold: float = 0.06   # the classical detector that finds training stains (`mirror.asymmetry_region`)
     threshold: float = 0.5           # alpha above this is the stain
 
@@ -288,6 +289,7 @@ class RemovalConfig:
         if self.size < self.net_size: bad(f'size={self.size} is below net_size={self.net_size}', 'use size >= net_size, e.g. 128 and 64')
         if not 0 <= self.both_sides <= 1 or not 0 < self.threshold < 1 or not 0 <= self.ema < 1:
             bad('both_sides, threshold and ema must lie in [0, 1]', 'e.g. 0.25, 0.5 and 0.98')
+        if not 0 <= self.landmark_jitter < 0.5: bad(f'landmark_jitter={self.landmark_jitter} is outside [0, 0.5)', 'use about 0.05 eye distances')
 
 # %% ../nbs/07_config.ipynb #a083fe07
 TASK_CONFIGS = {'removal': RemovalConfig, 'cyclegan': CycleGANConfig, 'treatment': TreatmentConfig}

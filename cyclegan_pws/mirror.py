@@ -6,6 +6,7 @@
 from __future__ import annotations
 import functools, math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,7 @@ class StainColour:
     direction: Tensor    # (1,3,1,1), chroma only
     k: float             # <= 0
     reference: Tensor    # (1,3,1,1): the reference where the mirror side is stained too
+    measured: bool = True  # False: too few pixels with a clean mirror to measure `k`; it is a typical stain's
 
     @property
     def unit(self) -> Tensor:
@@ -126,13 +128,14 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
     return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
 
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
-def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict) -> StainColour:
-    "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face."
+def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None) -> StainColour:
+    "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of)."
     H, W = x.shape[-2:]
-    z, zm, am = _sides(x, alpha, lm)
+    whole = alpha if whole is None else whole
+    z, zm, am = _sides(x, whole, lm)
     les, clean_mirror = alpha > 0.5, am < 0.5
     ok = les & clean_mirror                                       # stained here, clean on the other side
-    skin = ((alpha < 0.5) & clean_mirror).float() * face_oval(lm, H, W).to(x)
+    skin = ((whole < 0.5) & clean_mirror).float() * face_oval(lm, H, W).to(x)
     ring = skin * (blur(alpha, 0.04 * H) > 0.01)
     if ring.sum() < 8: ring = skin
     cz = chroma(z)
@@ -148,7 +151,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict) -> StainColour:
     shading = masked_blur(diff, skin, 0.06 * H)                   # the light's left/right difference, from unstained skin
     okf = ok.float()
     if okf.sum() >= 8: k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
-    else: k = float(luma(STAIN_PRIOR).flatten()[0] / chroma(STAIN_PRIOR).norm())
+    else: k, colour.measured = float(luma(STAIN_PRIOR).flatten()[0] / chroma(STAIN_PRIOR).norm()), False
     colour.k = min(k, 0.0)
     return colour
 
@@ -185,18 +188,22 @@ def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256) -> tuple[Te
     a_s = F.interpolate(alpha, size=xs.shape[-2:], mode='bilinear', align_corners=False) if xs.shape != x.shape else alpha
     labels, n = region_parts(a_s)
     full = F.interpolate(_grow(labels).float(), size=x.shape[-2:], mode='nearest').long() if xs.shape != x.shape else labels
-    z, zm, am = _sides(x, alpha, lm)
-    cz, czm = chroma(z), chroma(zm)
-    layer, colours = torch.zeros_like(x), []
+    parts = []
     for i in range(1, n + 1):
         part = (labels == i).to(x)
         if part.sum() == 0: continue
-        colour = fit_stain_colour(xs, part, lms)
-        if stain_likeness(colour) < STAIN_LIKE: continue
+        colour = fit_stain_colour(xs, part, lms, whole=(a_s > 0.5).to(x))
+        if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
+    measured = [(c.k, size) for _, c, size in parts if c.measured]
+    z, zm, am = _sides(x, alpha, lm)
+    cz, czm = chroma(z), chroma(zm)
+    layer = torch.zeros_like(x)
+    for i, colour, _ in parts:
+        if not colour.measured and measured:   # the same stain's darkening, where it could be measured
+            colour.k = sum(k * size for k, size in measured) / sum(size for _, size in measured)
         a = alpha * (full == i).to(x)
         layer = layer + a * _density(cz, czm, am, colour) * colour.change.to(x)
-        colours.append(colour)
-    return layer, colours
+    return layer, [c for _, c, _ in parts]
 
 def subtract_layer(x: Tensor, layer: Tensor, amount: float = 1.0) -> Tensor:
     "`x` (1,3,H,W) in [0, 1] with `amount` of the log-linear `layer` taken away where it is non-zero; every other pixel bit-exact."

@@ -24,7 +24,7 @@ from .engine import Runner, Task, fit
 
 # %% auto #0
 __all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'stain_region', 'found_stains', 'stain_library', 'affine_between',
-           'move_stains', 'recolour', 'photometric', 'Remover', 'sample_stained', 'train_remover']
+           'move_stains', 'recolour', 'photometric', 'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
@@ -115,6 +115,12 @@ def photometric(z: Tensor, lms: Tensor, strength: float = 1.0) -> Tensor:
     tint = rnd(-0.15, 0.15) * strength * side * other
     return z + light + tint
 
+def jitter_landmarks(lms: Tensor, sd: float) -> Tensor:
+    "Landmarks (B,5,2) each moved by noise of `sd` eye distances, and every face's set shifted by as much again."
+    if sd <= 0: return lms
+    eye = (lms[:, 1] - lms[:, 0]).norm(dim=1).view(-1, 1, 1)
+    return lms + sd * eye * (torch.randn_like(lms) + torch.randn_like(lms[:, :1]))
+
 # %% ../nbs/16_remover.ipynb #184f05b7
 class Remover(Task):
     "The removal task: `R` (and its EMA `R_ema`) learns the stain region from pseudo-pairs built from `library`."
@@ -150,7 +156,8 @@ class Remover(Task):
         stained, clean, target = self.pseudo_pairs(x, lms)
         self.opt.zero_grad(set_to_none=True)
         with run.autocast():
-            logits = region_logits(self.R, torch.cat([stained, clean]), torch.cat([lms, lms]), self.cfg.net_size)
+            mirrored_with = jitter_landmarks(torch.cat([lms, lms]), self.cfg.landmark_jitter)   # a real face's mirror is never exact
+            logits = region_logits(self.R, torch.cat([stained, clean]), mirrored_with, self.cfg.net_size)
         B = len(x)
         bce_stain = F.binary_cross_entropy_with_logits(logits[:B], target)
         bce_clean = F.binary_cross_entropy_with_logits(logits[B:], torch.zeros_like(target))
