@@ -188,11 +188,11 @@ def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256) -> tuple[Te
     a_s = F.interpolate(alpha, size=xs.shape[-2:], mode='bilinear', align_corners=False) if xs.shape != x.shape else alpha
     labels, n = region_parts(a_s)
     full = F.interpolate(_grow(labels).float(), size=x.shape[-2:], mode='nearest').long() if xs.shape != x.shape else labels
-    parts = []
+    parts, whole = [], (a_s > 0.5).to(x)
     for i in range(1, n + 1):
         part = (labels == i).to(x)
         if part.sum() == 0: continue
-        colour = fit_stain_colour(xs, part, lms, whole=(a_s > 0.5).to(x))
+        colour = fit_stain_colour(xs, part, lms, whole=whole)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
     measured = [(c.k, size) for _, c, size in parts if c.measured]
     z, zm, am = _sides(x, alpha, lm)
