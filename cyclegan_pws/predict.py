@@ -147,14 +147,20 @@ def _load_looks(folder, kind: Optional[str], device) -> DoseLooks:
     if kind not in (None, 'treatment'):
         raise CheckpointError(f'{folder}: a treatment (looks) run, not a {kind} run; pass the --out folder of `cyclegan-pws train`')
     d = read_looks(folder)
-    try: remover = load_predictor(removal_run(d['remover']), 'removal', device=device) if d.get('remover') else None
+    try: remover = _load_remover(d['remover'], device) if d.get('remover') else None
     except UserError as e: raise UserError(f'{Path(folder) / "looks.json"}: {e}') from None
     return DoseLooks(d['dose_response'], remover and remover.region, run=d)
 
+def _load_remover(run, device='cpu') -> StainRemover:
+    "The `StainRemover` of removal run `run`; a one-line error for anything else."
+    remover = load_predictor(run, 'removal', device=device)
+    if not isinstance(remover, StainRemover):
+        raise UserError(f'remover {run} is a CycleGAN run, which finds no stain region; give a removal run (cyclegan-pws train) or none')
+    return remover
+
 def removal_run(run) -> Path:
     "The absolute path of removal run `run` (a `StainRemover`'s, the looks' stain region); a one-line error for anything else."
-    if not isinstance(load_predictor(run, 'removal'), StainRemover):
-        raise UserError(f'remover {run} is a CycleGAN run, which finds no stain region; give a removal run (cyclegan-pws train) or none')
+    _load_remover(run)
     return Path(run).resolve()
 
 # %% ../nbs/20_predict.ipynb #2c6d25cd
