@@ -62,6 +62,7 @@ class Server:
     closes, so no test leaves a thread behind for long."""
     def __init__(self, host='127.0.0.1', port=0, tls=None):
         self.hits, self.routes, self.hosts, self.abandoned = Counter(), {}, [], set()
+        self.agent_hits = Counter()  # (path, User-Agent): tells a killed client's late-counted request from a new one
         self.closing = threading.Event()
         outer = self
 
@@ -71,6 +72,7 @@ class Server:
             def do_GET(self):
                 path = urlsplit(self.path).path
                 outer.hits[path] += 1; outer.hosts.append(self.headers.get('Host'))
+                outer.agent_hits[path, self.headers.get('User-Agent')] += 1
                 route = outer.routes.get(path, (404, {}, b'not found'))
                 try:
                     if callable(route): return route(self, outer)
@@ -664,16 +666,19 @@ def test_killed_at_any_point_then_restarted(server, tmp_path, kill_after):
     bodies = [ASTRONAUT, CHELSEA, COFFEE_PNG, CAMERA, ASTRONAUT_BIG]
     for i in range(10): server.routes[f'/s{i}.jpg'] = (200, {'Content-Type': 'image/jpeg'}, slow(bodies[i % 5]))
     urls, out = [server.url(f'/s{i}.jpg') for i in range(10)], tmp_path / 'out'
-    child = spawn(urls, out, workers=2)
+    # The child's requests carry their own User-Agent: one it sent just before the kill may reach a server thread
+    # only after the restart began, and must not be counted as the restart's.
+    child = spawn(urls, out, workers=2, user_agent='killed-child')
     try: wait_until(lambda: sum(server.hits.values()) >= kill_after)
     finally: child.kill(); child.wait()
     done = {r['url'] for r in lines(out / MANIFEST)} | {r['url'] for r in lines(out / PENDING)}  # every line parses
-    before = dict(server.hits)
-    counts = download_images(urls, out, cfg=cfg())
+    restart = cfg(user_agent='restart')
+    counts = download_images(urls, out, cfg=restart)
     assert counts['resumed'] + counts['ok'] + counts['duplicate'] == 10 and counts['error'] == 0, counts
+    assert len(done) < 10 and sum(server.agent_hits[urlsplit(u).path, 'killed-child'] for u in urls) >= kill_after
     for u in urls:
         p = urlsplit(u).path
-        assert server.hits[p] == (1 if u in done else before.get(p, 0) + 1), (p, u in done, server.hits[p])
+        assert server.agent_hits[p, 'restart'] == (0 if u in done else 1), (p, u in done, server.agent_hits[p, 'restart'])
     latest = {r['url']: r for r in lines(out / MANIFEST)}
     assert list(latest) == urls and [r['status'] for r in latest.values()] == ['ok'] * 4 + ['duplicate'] * 6
     assert pngs(out) == sorted(r['file'] for r in latest.values() if r['status'] == 'ok')
