@@ -1,7 +1,11 @@
 """The CycleGAN step calls each network on batches of several image sets at once (a generator on its input and its
 identity image, a discriminator on reals and pooled fakes). Every layer works per image, so this must give the
 losses and gradients of one call per image set, the unbatched step written out below, to float rounding; and the
-image pool's row writes must store and return exactly what rewriting the whole pool did."""
+image pool's row writes must store and return exactly what rewriting the whole pool did.
+
+"Float rounding" is measured, not guessed: in fp32 the paper preset's gradients at 32 px are ~1e-2 away from the exact
+(fp64) ones, and which way they round depends on the CPU's convolution kernels (AVX2 and AMX differ). So both steps
+are compared with the fp64 unbatched step, and the batched one may be no further from it than the fp32 unbatched one."""
 import copy
 from dataclasses import asdict, replace
 
@@ -16,10 +20,10 @@ from cyclegan_pws.engine import Runner
 from cyclegan_pws.losses import d_loss, g_loss
 
 
-def unbatched_losses(t: CycleGAN, batch: dict) -> tuple:
-    "(G loss, its parts, D loss, its parts) with one network call per image set, in the reference's order."
+def unbatched_losses(t: CycleGAN, batch: dict, dtype=torch.float32) -> tuple:
+    "(G loss, its parts, D loss, its parts) with one network call per image set, in the reference's order, in `dtype`."
     c = t.cfg
-    A, B = to_float(batch['A']), to_float(batch['B'])
+    A, B = to_float(batch['A']).to(dtype), to_float(batch['B']).to(dtype)
     fB, fA = t.G_AB(A), t.G_BA(B)
     adv = g_loss(t.D_B(fB), c.loss) + g_loss(t.D_A(fA), c.loss)
     cycle = F.l1_loss(t.G_BA(fB), A)
@@ -50,7 +54,7 @@ VIT_RESIDUAL = asdict(replace(MODEL_PRESETS['tiny'], discriminator='vit', residu
 def test_first_step_matches_unbatched(model, size, batch):
     torch.manual_seed(0)
     task = CycleGAN(CycleGANConfig(model=model, size=size, augment='none', pool_size=4), seed=0)
-    ref = copy.deepcopy(task)
+    ref, exact = copy.deepcopy(task), copy.deepcopy(task).double()
     g = torch.Generator().manual_seed(1)
     b = {k: torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8) for k in 'AB'}
     run = Runner('cpu', 'fp32')
@@ -61,10 +65,13 @@ def test_first_step_matches_unbatched(model, size, batch):
     gD = grads(loss_D, [task.D_A, task.D_B])
     r_G, r_logs, r_D, r_dlogs = unbatched_losses(ref, b)
     rG, rD = grads(r_G, [ref.G_AB, ref.G_BA]), grads(r_D, [ref.D_A, ref.D_B])
+    e_G, _, e_D, _ = unbatched_losses(exact, b, torch.float64)
+    eG, eD = grads(e_G, [exact.G_AB, exact.G_BA]), grads(e_D, [exact.D_A, exact.D_B])
     for got, want in [(loss_G, r_G), (loss_D, r_D)] + [(v, r_logs[k]) for k, v in logs.items()] + [(v, r_dlogs[k]) for k, v in d_logs.items()]:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    for got, want in zip(gG + gD, rG + rD):  # whole-network gradients: relative error of the vector
-        assert (got - want).norm() <= 1e-4 * want.norm(), float((got - want).norm() / want.norm())
+    off = lambda g, e: float((g.double() - e).norm() / e.norm())   # whole-network gradient: relative error of the vector
+    for got, fp32, e in zip(gG + gD, rG + rD, eG + eD):
+        assert off(got, e) <= 2 * off(fp32, e) + 1e-5, (off(got, e), off(fp32, e))
     assert set(logs) == {'G_adv', 'cycle', 'idt'} and set(d_logs) == {'D_A', 'D_B'}
 
 
