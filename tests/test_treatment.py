@@ -29,19 +29,20 @@ N_PAIRS, STEPS, BATCH = 100, 800, 8
 torch.set_num_threads(1)
 
 
-# The dose-response looks on the setting of benchmarks/treatment_quality.py: 150 pairs of 128 px (50 faces x 3 doses;
-# 102 train, 48 held out on the Xeon the numbers below are from), ~20 s. Pairs are split by the hash of the pre image's
-# bytes, and the synthetic faces' pixels differ in the last bit between CPUs (AVX2 and AMX round some maths
-# differently), so another CPU holds out other faces (39 pairs on an AMD EPYC): the split is checked for what it must be. Measured there (seed 0): typical look 63.0% of the change (oracle 65.5%, error ratio
-# 1.07), at the true clearance 78.4% (the simulator's own ceiling, true clean face at the true clearance: 83.3%),
-# band coverage 0.79, every face's look moves further with more sessions.
+# The dose-response looks on the setting of benchmarks/treatment_quality.py: 150 pairs of 128 px (50 faces x 3 doses),
+# ~20 s. Measured there on a Xeon (seed 0; 102 train, 48 held out): typical look 63.0% of the change (oracle 65.5%,
+# error ratio 1.07), at the true clearance 78.4% (the simulator's own ceiling, true clean face at the true clearance:
+# 83.3%), band coverage 0.79, every face's look moves further with more sessions.
+# Pairs are split by the hash of the pre image's bytes, and the synthetic faces' pixels differ in the last bit between
+# CPUs (AVX2 and AMX round some maths differently), so another CPU holds out other faces (39 pairs on an AMD EPYC):
+# the fixture checks what the split must be, whole faces and about a fifth held out.
 @pytest.fixture(scope='module')
 def looks_metrics(tmp_path_factory):
     root = tmp_path_factory.mktemp('looks')
     write_synthetic_dataset(root / 'data', n=1, size=128, seed=0, n_pairs=150)
     fit = train_looks(root / 'data' / 'pairs', root / 'run')
     n_test = fit['n_test']
-    assert fit['fit_seconds'] < 30 and fit['n_train'] + n_test == 150 and n_test % 3 == 0 and 24 <= n_test <= 54, fit  # whole faces, about a fifth
+    assert fit['fit_seconds'] < 30 and fit['n_train'] + n_test == 150 and n_test % 3 == 0 and 24 <= n_test <= 54, fit
     return evaluate_looks(root / 'run', root / 'data' / 'pairs', root / 'report'), root
 
 
