@@ -672,8 +672,7 @@ def test_killed_at_any_point_then_restarted(server, tmp_path, kill_after):
     try: wait_until(lambda: sum(server.hits.values()) >= kill_after)
     finally: child.kill(); child.wait()
     done = {r['url'] for r in lines(out / MANIFEST)} | {r['url'] for r in lines(out / PENDING)}  # every line parses
-    restart = cfg(user_agent='restart')
-    counts = download_images(urls, out, cfg=restart)
+    counts = download_images(urls, out, cfg=cfg(user_agent='restart'))
     assert counts['resumed'] + counts['ok'] + counts['duplicate'] == 10 and counts['error'] == 0, counts
     assert len(done) < 10 and sum(server.agent_hits[urlsplit(u).path, 'killed-child'] for u in urls) >= kill_after
     for u in urls:
