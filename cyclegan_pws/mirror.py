@@ -128,8 +128,8 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
     return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
 
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
-def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None) -> StainColour:
-    "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of)."
+def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None, shading: Optional[Tensor] = None) -> StainColour:
+    "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of; `shading`: the light's left/right luminance difference (1,1,H,W) if known, else estimated from the skin around)."
     H, W = x.shape[-2:]
     whole = alpha if whole is None else whole
     z, zm, am = _sides(x, whole, lm)
@@ -148,7 +148,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     colour = StainColour(direction, 0.0, reference)
     d = _density(cz, chroma(zm), am, colour)
     diff = luma(z) - luma(zm)
-    shading = masked_blur(diff, skin, 0.06 * H)                   # the light's left/right difference, from unstained skin
+    if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
     okf = ok.float()
     if okf.sum() >= 8: k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
     else: k, colour.measured = float(luma(STAIN_PRIOR).flatten()[0] / chroma(STAIN_PRIOR).norm()), False
