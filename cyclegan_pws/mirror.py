@@ -17,11 +17,12 @@ from scipy import ndimage
 
 from .io import UserError
 from .data import LANDMARKS, scale_landmarks
+from .faces import align_matrix
 
 # %% auto #0
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
            'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'StainColour', 'fit_stain_colour', 'stain_likeness',
-           'region_parts', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+           'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -181,9 +182,33 @@ def _grow(labels: Tensor) -> Tensor:
     grown = F.max_pool2d(labels.float(), 3, 1, 1).long()
     return torch.where(labels > 0, labels, grown)
 
+def crop_side(lm: dict) -> float:
+    "The side, in the image's pixels, of the square `prepare` crops this face to."
+    return 1 / math.hypot(*align_matrix(lm, 1)[:, 0])
+
+def face_box(lm: dict, h: int, w: int) -> tuple[slice, slice]:
+    "(rows, columns) of an h×w image that the face's `prepare` square covers (its bounding box, within the image)."
+    M = np.vstack([align_matrix(lm, 1), [0, 0, 1]])
+    corners = np.linalg.solve(M, np.array([[0., 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]))[:2]
+    (x0, y0), (x1, y1) = np.floor(corners.min(1)).astype(int), np.ceil(corners.max(1)).astype(int)
+    return slice(max(0, int(y0)), min(h, int(y1))), slice(max(0, int(x0)), min(w, int(x1)))
+
 def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256) -> tuple[Tensor, list[StainColour]]:
-    "The stain inside region `alpha` as a log-linear RGB layer (1,3,H,W) at x's resolution, and the colour of each stain-like part (measured at height `work`)."
+    "The stain inside region `alpha` as a log-linear RGB layer (1,3,H,W) at x's resolution, and the colour of each stain-like part (measured on the face's box at height `work`)."
     if alpha.shape[-2:] != x.shape[-2:]: raise ValueError(f'alpha {tuple(alpha.shape)} and image {tuple(x.shape)} differ in size')
+    rows, cols = face_box(lm, *x.shape[-2:])
+    ys, xs = torch.nonzero(alpha[0, 0] > 0, as_tuple=True)
+    if len(ys):   # the box holds all of the region, whatever the landmarks say
+        rows = slice(min(rows.start, int(ys.min())), max(rows.stop, int(ys.max()) + 1))
+        cols = slice(min(cols.start, int(xs.min())), max(cols.stop, int(xs.max()) + 1))
+    if (rows.stop - rows.start, cols.stop - cols.start) == tuple(x.shape[-2:]): return _face_layer(x, alpha, lm, work)
+    layer = torch.zeros_like(x)
+    layer[..., rows, cols], colours = _face_layer(x[..., rows, cols], alpha[..., rows, cols],
+                                                  {k: (px - cols.start, py - rows.start) for k, (px, py) in lm.items()}, work)
+    return layer, colours
+
+def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, list[StainColour]]:
+    "`stain_layer` of an image that is the face's box."
     xs, lms = _at(x, lm, work)
     a_s = F.interpolate(alpha, size=xs.shape[-2:], mode='bilinear', align_corners=False) if xs.shape != x.shape else alpha
     labels, n = region_parts(a_s)

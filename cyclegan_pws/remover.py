@@ -12,19 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 import kornia
+import numpy as np
 
 from .io import UserError
 from .config import RemovalConfig, RunConfig
 from .data import FaceDataset, landmark_dict, landmark_tensor, to_uint8
-from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, face_coords, face_oval, from_log, luma,
+from .faces import align_matrix
+from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, crop_side, face_coords, face_oval, from_log, luma,
                                  mirror, stain_layer, to_log, remove_stain)
 from .models import StainRegionNet
 from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
 
 # %% auto #0
-__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'stain_region', 'found_stains', 'stain_library', 'affine_between',
-           'move_stains', 'recolour', 'photometric', 'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
+__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_face_crop', 'aligned_logits', 'stain_region', 'found_stains',
+           'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric', 'jitter_landmarks', 'Remover',
+           'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
@@ -45,13 +48,39 @@ def region_logits(net, x: Tensor, lms: Tensor, net_size: int) -> Tensor:
     logits = net(region_inputs(small.clamp(0, 1), lms * scale))
     return F.interpolate(logits.float(), size=(H, W), mode='bilinear', align_corners=False)
 
+def is_face_crop(lm: dict, h: int, w: int) -> bool:
+    "Whether an h×w image is framed as the network's training faces are: square, the face's `prepare` square filling it."
+    return abs(h - w) <= 0.02 * max(h, w) and 0.7 <= crop_side(lm) / max(h, w) <= 1.4
+
+def _kornia_affine(A: np.ndarray, t: np.ndarray, device) -> Tensor:
+    "The (1,2,3) matrix of the map p -> A p + t between landmark pixels (centres at i + 0.5), in kornia's pixels (centres at i)."
+    return torch.tensor(np.hstack([A, (t + A @ np.full(2, 0.5) - 0.5)[:, None]]), dtype=torch.float32, device=device)[None]
+
+def aligned_logits(net, x: Tensor, lm: dict, net_size: int) -> Tensor:
+    "Stain logits (1,1,H,W) of the face in photo `x` (1,3,H,W): the network run on the face aligned and framed as `prepare` crops it, mapped back to x's pixels."
+    H, W = x.shape[-2:]
+    size = 2 * net_size                                            # training crops are twice the network's side
+    M = align_matrix(lm, size)
+    k = max(1, int(crop_side(lm) / size))                          # a large face is reduced first: warping alone would alias
+    src = F.avg_pool2d(x, k, ceil_mode=True) if k > 1 else x
+    A, t = M[:, :2], M[:, 2]
+    # reduced pixel j covers x's pixels [k j, k j + k): in landmark pixels the reduced image is x scaled by 1/k
+    crop = kornia.geometry.transform.warp_affine(src, _kornia_affine(A * k, t, x.device), (size, size),
+                                                 mode='bilinear', padding_mode='reflection', align_corners=True)
+    lm_crop = {q: tuple(A @ np.asarray(lm[q], np.float64) + t) for q in lm}
+    logits = region_logits(net, crop.clamp(0, 1), landmark_tensor(lm_crop)[None].to(x.device), net_size)
+    back = kornia.geometry.transform.invert_affine_transform(_kornia_affine(A, t, x.device))
+    low = -30.0                                                    # outside the crop: no stain
+    return kornia.geometry.transform.warp_affine(logits - low, back, (H, W), mode='bilinear', padding_mode='zeros', align_corners=True) + low
+
 @torch.no_grad()
 def stain_region(net, x: Tensor, lm: dict, net_size: int, threshold: float) -> Tensor:
-    "The stain region (1,1,H,W) in {0, 1} of face `x` (1,3,H,W): probability above `threshold` inside the face oval, grown by a net pixel."
+    "The stain region (1,1,H,W) in {0, 1} of face `x` (1,3,H,W): probability above `threshold` inside the face oval, grown by a net pixel (a photo that is not a face crop is aligned first)."
     H, W = x.shape[-2:]
-    p = torch.sigmoid(region_logits(net, x, landmark_tensor(lm)[None].to(x.device), net_size))
-    a = (p > threshold).float() * face_oval(lm, H, W).to(x.device)
-    r = max(1, round(max(H, W) / (2 * net_size)))                 # the border of the stain, below the net's resolution
+    if is_face_crop(lm, H, W): logits, side = region_logits(net, x, landmark_tensor(lm)[None].to(x.device), net_size), max(H, W)
+    else: logits, side = aligned_logits(net, x, lm, net_size), crop_side(lm)
+    a = (torch.sigmoid(logits) > threshold).float() * face_oval(lm, H, W).to(x.device)
+    r = max(1, round(side / (2 * net_size)))                      # the border of the stain, below the net's resolution
     return F.max_pool2d(a, 2 * r + 1, 1, r)
 
 # %% ../nbs/16_remover.ipynb #31926737

@@ -89,10 +89,11 @@ def test_translate_folder_any_size(run, tmp_path):
         r = translate_folder(run, src, tmp_path / 'out', batch_size=2)
     assert (r['translated'], r['resized'], r['skipped']) == (4, 1, 1)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == sorted([p.stem + '.png' for p in faces] + ['astronaut.png'])
-    # 32-px crops: exactly what the generator makes of them
+    # 32-px crops: what the generator makes of them (within one grey level: a batch of 2 and a batch of 1 take
+    # different convolution kernels on some CPUs, which round differently)
     g, _ = load_generator(run)
     with torch.no_grad(): want = ((g(to_float(_u8(faces[0]))[None])[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    assert torch.equal(_u8(tmp_path / 'out' / faces[0].name), want)
+    assert (_u8(tmp_path / 'out' / faces[0].name).int() - want.int()).abs().max() <= 1
     # the big photo: full size back, its fine detail kept (a plain upsampling of the 32-px output would lose it)
     inp, out = torch.from_numpy(photo.copy()).permute(2, 0, 1), _u8(tmp_path / 'out' / 'astronaut.png')
     assert out.shape == inp.shape
