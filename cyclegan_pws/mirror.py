@@ -190,8 +190,8 @@ def face_box(lm: dict, h: int, w: int) -> tuple[slice, slice]:
     "(rows, columns) of an h×w image that the face's `prepare` square covers (its bounding box, within the image)."
     M = np.vstack([align_matrix(lm, 1), [0, 0, 1]])
     corners = np.linalg.solve(M, np.array([[0., 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]))[:2]
-    (x0, y0), (x1, y1) = np.floor(corners.min(1)).astype(int), np.ceil(corners.max(1)).astype(int)
-    return slice(max(0, int(y0)), min(h, int(y1))), slice(max(0, int(x0)), min(w, int(x1)))
+    (x0, y0), (x1, y1) = np.floor(corners.min(1)).astype(int).tolist(), np.ceil(corners.max(1)).astype(int).tolist()
+    return slice(max(0, y0), min(h, y1)), slice(max(0, x0), min(w, x1))
 
 def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256) -> tuple[Tensor, list[StainColour]]:
     "The stain inside region `alpha` as a log-linear RGB layer (1,3,H,W) at x's resolution, and the colour of each stain-like part (measured on the face's box at height `work`)."

@@ -17,7 +17,7 @@ import numpy as np
 from .io import UserError
 from .config import RemovalConfig, RunConfig
 from .data import FaceDataset, landmark_dict, landmark_tensor, to_uint8
-from .faces import align_matrix
+from .faces import align_matrix, transform_points
 from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, crop_side, face_coords, face_oval, from_log, luma,
                                  mirror, stain_layer, to_log, remove_stain)
 from .models import StainRegionNet
@@ -67,8 +67,7 @@ def aligned_logits(net, x: Tensor, lm: dict, net_size: int) -> Tensor:
     # reduced pixel j covers x's pixels [k j, k j + k): in landmark pixels the reduced image is x scaled by 1/k
     crop = kornia.geometry.transform.warp_affine(src, _kornia_affine(A * k, t, x.device), (size, size),
                                                  mode='bilinear', padding_mode='reflection', align_corners=True)
-    lm_crop = {q: tuple(A @ np.asarray(lm[q], np.float64) + t) for q in lm}
-    logits = region_logits(net, crop.clamp(0, 1), landmark_tensor(lm_crop)[None].to(x.device), net_size)
+    logits = region_logits(net, crop.clamp(0, 1), landmark_tensor(transform_points(M, lm))[None].to(x.device), net_size)
     back = kornia.geometry.transform.invert_affine_transform(_kornia_affine(A, t, x.device))
     low = -30.0                                                    # outside the crop: no stain
     return kornia.geometry.transform.warp_affine(logits - low, back, (H, W), mode='bilinear', padding_mode='zeros', align_corners=True) + low
