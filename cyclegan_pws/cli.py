@@ -237,6 +237,9 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
     if r['damaged_files']:
         typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
                    f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
+    if r['no_face_files']:
+        typer.echo(f"translate: warning: no face found in {len(r['no_face_files'])} (e.g. {r['no_face_files'][0]}); written unchanged: "
+                   'crop them with `cyclegan-pws prepare` or give their landmarks in <stem>.json', err=True)
 
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),

@@ -12,6 +12,7 @@ import torch
 from torch import nn, Tensor
 
 from .io import UserError, read_image, image_files, save_image, atomic_write_json
+from .faces import FaceRejected
 from .data import to_float, to_uint8, to_tensor, to_pil, resize, read_landmarks, crop_landmarks
 from .models import build_generator, StainRegionNet
 from .mirror import remove_stain
@@ -71,7 +72,7 @@ class Translator:
 
 # %% ../nbs/20_predict.ipynb #0efb8efa
 def face_landmarks(image: Tensor, path=None) -> dict:
-    "The five landmarks of a uint8 (3,H,W) face photo: from `<stem>.json` beside `path`, else MTCNN, else a centred crop's."
+    "The five landmarks of a uint8 (3,H,W) face photo: from `<stem>.json` beside `path`, else MTCNN, else (a square image) a centred crop's."
     lm = read_landmarks(path) if path is not None else None
     if lm is not None: return lm
     H, W = image.shape[-2:]
@@ -80,6 +81,9 @@ def face_landmarks(image: Tensor, path=None) -> dict:
         faces = [f for f in detect_faces(image.permute(1, 2, 0).numpy()) if f.confidence >= 0.9]
         if faces: return faces[0].landmarks
     except UserError: pass   # the detector is not installed
+    if abs(H - W) > 0.02 * max(H, W):   # not a `prepare` crop: a guess would put the mirror in the wrong place
+        raise FaceRejected('no-face', f'{path or "image"}: no face found in this {W}x{H} photo; crop it with `cyclegan-pws prepare`, '
+                                      'or give its five landmarks in <stem>.json beside it')
     warnings.warn(f'{path or "image"}: no face found; assuming a centred, level face crop (cyclegan-pws prepare makes one)')
     return {k: (x * W / 256, y * H / 256) for k, (x, y) in crop_landmarks(256).items()}
 
@@ -190,9 +194,16 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch_size < 1: raise UserError(f'batch_size={batch_size}: use 1 or more')
     files = _by_stem(inp)
     tr = load_predictor(checkpoint, 'removal', direction, device)
-    out, counts, damaged = Path(out), {'ok': 0, 'resized': 0}, []
+    out, counts, damaged, no_face = Path(out), {'ok': 0, 'resized': 0}, [], []
+    def landmarks(p, x):
+        try: return read_landmarks(p) or face_landmarks(x, p)
+        except FaceRejected as e:   # written as it came, so every input still has its output
+            warnings.warn(f'{e}; left unchanged'); save_image(to_pil(x), out / f'{p.stem}.png'); no_face.append(p.name)
     def flush(batch):
-        lms = [read_landmarks(p) or face_landmarks(x, p) for p, x in batch] if isinstance(tr, StainRemover) else None
+        if isinstance(tr, StainRemover):
+            found = [(p, x, lm) for p, x in batch if (lm := landmarks(p, x)) is not None]
+            batch, lms = [(p, x) for p, x, _ in found], [lm for *_, lm in found]
+        else: lms = None
         for (p, x), y in zip(batch, tr.batch([x for _, x in batch], lms)):
             save_image(to_pil(y), out / f'{p.stem}.png')
             counts['ok'] += 1; counts['resized'] += tr.size is not None and x.shape[-2:] != (tr.size, tr.size)
@@ -206,7 +217,7 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch: flush(batch)
     n_ok, n_resized = counts['ok'], counts['resized']
     return {'translated': n_ok, 'resized': n_resized, 'skipped': len(skipped), 'skipped_files': skipped,
-            'damaged_files': damaged, 'direction': direction, 'size': tr.size, 'out': str(out)}
+            'damaged_files': damaged, 'no_face_files': no_face, 'direction': direction, 'size': tr.size, 'out': str(out)}
 
 def changed_outside_stain(before: Tensor, after: Tensor) -> bool:
     "Did a removal visibly change the face outside the stain (`metrics.looks_damaged`, the stain located by redness)?"
