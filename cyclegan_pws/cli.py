@@ -233,13 +233,10 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
     r = translate_folder(checkpoint, inp, out, direction=direction, batch_size=batch_size, device=device,
                          progress=sys.stderr.isatty())
     how = 'at full resolution' if r['size'] is None else f"{r['resized']} restored from {r['size']} px"
-    typer.echo(f"translate {r['direction']}: {r['translated']} images ({how}), {r['skipped']} unreadable skipped -> {r['out']}")
+    typer.echo(f"translate {r['direction']}: {r['translated']} images ({how}), {r['skipped']} unreadable skipped, {len(r['no_face_files'])} without a face left unchanged -> {r['out']}")
     if r['damaged_files']:
         typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
                    f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
-    if r['no_face_files']:
-        typer.echo(f"translate: warning: no face found in {len(r['no_face_files'])} (e.g. {r['no_face_files'][0]}); written unchanged: "
-                   'crop them with `cyclegan-pws prepare` or give their landmarks in <stem>.json', err=True)
 
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),
