@@ -196,7 +196,7 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     tr = load_predictor(checkpoint, 'removal', direction, device)
     out, counts, damaged, no_face = Path(out), {'ok': 0, 'resized': 0}, [], []
     def landmarks(p, x):
-        try: return read_landmarks(p) or face_landmarks(x, p)
+        try: return face_landmarks(x, p)                         # its <stem>.json first, then MTCNN
         except FaceRejected as e:   # written as it came, so every input still has its output
             warnings.warn(f'{e}; left unchanged'); save_image(to_pil(x), out / f'{p.stem}.png'); no_face.append(p.name)
     def flush(batch):
