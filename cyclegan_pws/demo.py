@@ -30,7 +30,7 @@ def _phase(times: dict, name: str, t0: float) -> float:
     now = time.time(); times[name] = round(now - t0, 1); return now
 
 HEADLINE_KEYS = ('n_images', 'clearance_pct_pooled', 'clearance_pct_pooled_ci95', 'clearance_pct_median',
-                 'psnr_outside_lesion_db_pooled', 'psnr_outside_lesion_face_db_pooled', 'ssim_outside_lesion_mean')
+                 'psnr_outside_lesion_db_pooled', 'psnr_outside_lesion_face_db_pooled', 'ssim_outside_lesion_mean', 'healthy')
 
 def _test_sets(out: Path, data: Path, size: int, seed: int, log) -> dict:
     "The demo's extra test sets: the held-out clean faces with stains of the second model, and real photos (needs the faces extra)."

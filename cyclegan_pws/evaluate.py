@@ -17,7 +17,7 @@ from .io import UserError, MissingInput, read_image, image_files, atomic_write_j
 from .data import PairedDataset, split_pairs, to_tensor, to_pil, resize
 from .metrics import (image_tensor, mask_tensor, clearance, clearance_vs_clean, clearance_grade, psnr_outside, ssim_outside,
                                   masked_psnr, masked_ssim, estimate_lesion_mask, face_ellipse, surround_mask, fid_kid, removal_sums,
-                                  pooled_clearance, pooled_psnr, bootstrap_clearance)
+                                  pooled_clearance, pooled_psnr, bootstrap_clearance, delta_e_map, JND_DELTA_E, MAX_CHANGED_OUTSIDE_PCT)
 from .procedural import face_frame
 from .checkpoint import checkpoint_step, resolve_checkpoint
 from .treatment import dose_column, identity_problems
@@ -29,7 +29,8 @@ from .export import export_generators
 # %% auto #0
 __all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'SET_KEYS', 'match_files',
            'image_metrics', 'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder',
-           'amplified_change', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'evaluate_run']
+           'amplified_change', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'face_change',
+           'healthy_change', 'evaluate_run']
 
 # %% ../nbs/23_evaluate.ipynb #985083a1
 def _by_stem(folder) -> dict[str, Path]:
@@ -359,6 +360,30 @@ def _n_images(d: Path) -> int: return len(image_files(d)) if d.is_dir() else 0
 SET_KEYS = ('n_images', 'clearance_pct_pooled', 'clearance_pct_pooled_ci95', 'clearance_pct_median', 'psnr_outside_lesion_db_pooled',
             'psnr_outside_lesion_face_db_pooled', 'ssim_outside_lesion_mean', 'worst')
 
+def face_change(orig_dir, pred_dir) -> dict:
+    "How much the images in `pred_dir` differ from their originals in `orig_dir` on the face: % of face pixels visibly changed (ΔE > JND) and PSNR, pooled; the most changed."
+    per = []
+    with torch.inference_mode():
+        for it in match_files(orig_dir, pred_dir):
+            orig = read_image(it['orig'])
+            x, y = image_tensor(orig), image_tensor(_resized(read_image(it['pred']), orig.size))
+            face = face_region(it['orig'], *x.shape[-2:])
+            se = ((y - x) ** 2).sum(1, keepdim=True)
+            per.append((it['orig'].name, float(((delta_e_map(y, x) > JND_DELTA_E) & face).sum()), float(face.sum()), float(se[face].sum())))
+    if not per: raise MissingInput(f'{orig_dir}: no faces to measure; give a folder of face images')
+    changed, px, se = (float(np.sum([p[i] for p in per])) for i in (1, 2, 3))
+    worst = sorted(per, key=lambda p: -p[1] / p[2])[:3]
+    return {'n_images': len(per), 'face_changed_pct_pooled': 100 * changed / px, 'psnr_face_db_pooled': pooled_psnr([se], [3 * px]),
+            'faces_changed': sum(100 * p[1] / p[2] > MAX_CHANGED_OUTSIDE_PCT for p in per),
+            'worst': [{'file': f, 'face_changed_pct': 100 * c / n} for f, c, n, _ in worst]}
+
+def healthy_change(ck, folder: Path, out: Path, device) -> dict:
+    "`face_change` of the healthy faces in `folder`, which have no stain to remove, translated by checkpoint `ck` into `out/pred`."
+    pred = out / 'pred'
+    if pred.exists(): shutil.rmtree(pred)
+    translate_folder(ck, folder, pred, 'B2A', device=device)
+    return face_change(folder, pred)
+
 def _score_set(ck, folder: Path, out: Path, device) -> dict:
     "Remove the stains of test set `folder` (testB/, testB_clean/, testB_mask/) with checkpoint `ck`; the report goes to `out`."
     pred = out / 'pred'
@@ -366,7 +391,9 @@ def _score_set(ck, folder: Path, out: Path, device) -> dict:
     translate_folder(ck, folder / 'testB', pred, 'B2A', device=device)
     given = lambda name: folder / name if _n_images(folder / name) else None
     m = evaluate_folder(pred, folder / 'testB', given('testB_clean'), given('testB_mask'), out=out, fid=False)
-    return {k: m[k] for k in SET_KEYS if k in m}
+    r = {k: m[k] for k in SET_KEYS if k in m}
+    if _n_images(folder / 'testA'): r['healthy'] = healthy_change(ck, folder / 'testA', out / 'healthy', device)
+    return r
 
 def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = True, device='cpu',
                  sets: Optional[dict] = None) -> dict:
@@ -381,6 +408,7 @@ def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = T
     tr = translate_folder(ck, data / f'{split}B', pred, 'B2A', device=device)
     metrics = evaluate_folder(pred, data / f'{split}B', given('testB_clean'), given('testB_mask'), out=report,
                               real_dir=data / f'{split}A', fid=fid)
+    if split == 'test' and _n_images(data / 'testA'): metrics['healthy'] = healthy_change(ck, data / 'testA', out / 'healthy', device)
     if sets: metrics['sets'] = {name: _score_set(ck, Path(folder), out / name, device) for name, folder in sets.items()}
     atomic_write_json(run / 'metrics.json', metrics, allow_nan=False)
     card = export_generators(ck, out / 'export') if export else None

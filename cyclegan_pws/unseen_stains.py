@@ -162,13 +162,16 @@ def _sample_photos() -> list[tuple[str, np.ndarray]]:
     return [('astronaut', skimage.data.astronaut()), ('grace_hopper', hopper)]
 
 def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0) -> dict:
-    "Face crops (as `prepare` makes them) of two real photos, each with `n` stains of `05_synth`'s model and `n` of this one: testB/, testB_clean/, testB_mask/ under `out`."
+    "Face crops (as `prepare` makes them) of two real photos, each with `n` stains of `05_synth`'s model and `n` of this one: testB/, testB_clean/, testB_mask/ under `out`; the clean crops in testA/."
     from cyclegan_pws.faces import FaceConfig, crop_face
     from cyclegan_pws.synth import synthesize_pws
     out, written = Path(out), 0
     for name, photo in _sample_photos():
         crop = crop_face(photo, FaceConfig(size=size))
         img, lm = np.asarray(crop.image), crop.landmarks
+        healthy = out / 'testA' / f'{name}.png'
+        if not healthy.exists():
+            save_image(crop.image, healthy); atomic_write_json(healthy.with_suffix('.json'), crop.landmarks_json())
         for model in ('synth', 'unseen'):
             for k in range(n):
                 stem = f'{name}_{model}_{k:02d}'
