@@ -280,6 +280,7 @@ class RemovalConfig:
     landmark_jitter: float = 0.05    # sd of the noise on the landmarks the network mirrors with in training, eye distances
     detect_threshold: float = 0.06   # the classical detector that finds training stains (`mirror.asymmetry_region`)
     threshold: float = 0.5           # alpha above this is the stain
+    seed_threshold: float = 0.85     # ... in the parts where the network is this sure of at least one pixel (hysteresis)
 
     def __post_init__(self):
         def bad(what, fix): raise UserError(f'removal config: {what}; {fix}')
@@ -289,6 +290,8 @@ class RemovalConfig:
         if self.size < self.net_size: bad(f'size={self.size} is below net_size={self.net_size}', 'use size >= net_size, e.g. 128 and 64')
         if not 0 <= self.both_sides <= 1 or not 0 < self.threshold < 1 or not 0 <= self.ema < 1:
             bad('both_sides, threshold and ema must lie in [0, 1]', 'e.g. 0.25, 0.5 and 0.98')
+        if not self.threshold <= self.seed_threshold < 1:
+            bad(f'seed_threshold={self.seed_threshold} is not in [threshold={self.threshold}, 1)', 'e.g. 0.85 with threshold 0.5')
         if not 0 <= self.landmark_jitter < 0.5: bad(f'landmark_jitter={self.landmark_jitter} is outside [0, 0.5)', 'use about 0.05 eye distances')
 
 # %% ../nbs/07_config.ipynb #a083fe07

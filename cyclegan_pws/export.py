@@ -55,7 +55,7 @@ def _networks(run) -> tuple[dict, dict]:
                  'input': {'name': 'planes', 'shape': ['batch', 10, t.net_size, t.net_size], 'dtype': 'float32',
                            'planes': 'face and its mirror image across the face midline (2x-1, RGB), their log-linear RGB chroma (3) '
                                      'and luminance (1) differences: cyclegan_pws.remover.region_inputs',
-                           'output': f'stain logits; region = sigmoid > {t.threshold}, then cyclegan_pws.mirror.remove_stain at full resolution',
+                           'output': f'stain logits; region = the connected parts of sigmoid > {t.threshold} that reach {t.seed_threshold} somewhere, then cyclegan_pws.mirror.remove_stain at full resolution',
                            'framing': 'a face crop as `cyclegan-pws prepare` makes it; a whole photo is aligned first (cyclegan_pws.remover.aligned_logits)'}})
     return ({d: (f'generator_{d}', generator(run, d), (3, t.size, t.size), ('image', 'translated')) for d in DIRECTIONS},
             {'model': 'cyclegan-pws CycleGAN generators',

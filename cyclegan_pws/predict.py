@@ -97,7 +97,7 @@ class StainRemover:
     def region(self, image: Tensor, landmarks: dict) -> Tensor:
         "The stain region (1,1,H,W) in {0, 1} of a uint8 (3,H,W) face with `landmarks`."
         x = image[None].float().to(self.device) / 255
-        return stain_region(self.net, x, landmarks, self.cfg.net_size, self.cfg.threshold).cpu()
+        return stain_region(self.net, x, landmarks, self.cfg.net_size, self.cfg.threshold, self.cfg.seed_threshold).cpu()
 
     @torch.no_grad()
     def __call__(self, image: Tensor, landmarks: Optional[dict] = None) -> Tensor:

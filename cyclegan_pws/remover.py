@@ -19,15 +19,15 @@ from .config import RemovalConfig, RunConfig
 from .data import FaceDataset, landmark_dict, landmark_tensor, to_uint8
 from .faces import align_matrix, transform_points
 from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, crop_side, face_coords, face_oval, from_log, luma,
-                                 mirror, stain_layer, to_log, remove_stain)
+                                 mirror, region_parts, stain_layer, to_log, remove_stain)
 from .models import StainRegionNet
 from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
 
 # %% auto #0
-__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_face_crop', 'aligned_logits', 'stain_region', 'found_stains',
-           'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric', 'jitter_landmarks', 'Remover',
-           'sample_stained', 'train_remover']
+__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_face_crop', 'aligned_logits', 'seeded', 'stain_region',
+           'found_stains', 'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric',
+           'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
@@ -72,13 +72,21 @@ def aligned_logits(net, x: Tensor, lm: dict, net_size: int) -> Tensor:
     low = -30.0                                                    # outside the crop: no stain
     return kornia.geometry.transform.warp_affine(logits - low, back, (H, W), mode='bilinear', padding_mode='zeros', align_corners=True) + low
 
+def seeded(a: Tensor, p: Tensor, seed_threshold: float) -> Tensor:
+    "Region `a` (1,1,H,W) in {0, 1} without its connected parts in which probability `p` never reaches `seed_threshold`."
+    labels, n = region_parts(a, min_pixels=1)
+    peak = torch.zeros(n + 1, device=p.device).scatter_reduce(0, labels.flatten(), p.flatten().float(), 'amax')
+    return a * (peak[labels] >= seed_threshold).to(a)
+
 @torch.no_grad()
-def stain_region(net, x: Tensor, lm: dict, net_size: int, threshold: float) -> Tensor:
-    "The stain region (1,1,H,W) in {0, 1} of face `x` (1,3,H,W): probability above `threshold` inside the face oval, grown by a net pixel (a photo that is not a face crop is aligned first)."
+def stain_region(net, x: Tensor, lm: dict, net_size: int, threshold: float, seed_threshold: Optional[float] = None) -> Tensor:
+    "The stain region (1,1,H,W) in {0, 1} of face `x` (1,3,H,W): probability above `threshold` inside the face oval, in the parts that reach `seed_threshold` somewhere, grown by a net pixel (a photo that is not a face crop is aligned first)."
     H, W = x.shape[-2:]
     if is_face_crop(lm, H, W): logits, side = region_logits(net, x, landmark_tensor(lm)[None].to(x.device), net_size), max(H, W)
     else: logits, side = aligned_logits(net, x, lm, net_size), crop_side(lm)
-    a = (torch.sigmoid(logits) > threshold).float() * face_oval(lm, H, W).to(x.device)
+    p = torch.sigmoid(logits) * face_oval(lm, H, W).to(x.device)
+    a = (p > threshold).float()
+    if seed_threshold is not None: a = seeded(a, p, seed_threshold)
     r = max(1, round(side / (2 * net_size)))                      # the border of the stain, below the net's resolution
     return F.max_pool2d(a, 2 * r + 1, 1, r)
 
@@ -200,7 +208,7 @@ class Remover(Task):
         "A uint8 grid: PWS faces, their region (EMA net), the faces with the stain removed; one column per face."
         x, lms = batch['image'].float().to(run.device) / 255, batch['landmarks'].float().to(run.device)
         lm = [landmark_dict(l) for l in lms]                       # the region and removal `StainRemover` predicts with
-        alpha = torch.cat([stain_region(self.R_ema, x[i:i + 1], lm[i], self.cfg.net_size, self.cfg.threshold) for i in range(len(x))])
+        alpha = torch.cat([stain_region(self.R_ema, x[i:i + 1], lm[i], self.cfg.net_size, self.cfg.threshold, self.cfg.seed_threshold) for i in range(len(x))])
         removed = torch.cat([remove_stain(x[i:i + 1], alpha[i:i + 1], lm[i]) for i in range(len(x))])
         rows = [x, x * (1 - 0.5 * alpha) + 0.5 * alpha * torch.tensor([0., 1., 0.], device=x.device).view(1, 3, 1, 1), removed]
         return to_uint8(torch.cat([torch.cat(list(r), 2) for r in rows], 1) * 2 - 1)
