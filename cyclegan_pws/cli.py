@@ -359,14 +359,10 @@ def demo_cmd(out: Path = typer.Option(Path('demo'), '--out', help='Folder for ev
              fid: bool = typer.Option(False, '--fid/--no-fid', help='Also compute FID/KID (downloads InceptionV3 weights once).'),
              progress: bool = typer.Option(True, '--progress/--no-progress', help='Show progress bars.')):
     "The main job: synthetic faces -> the remover -> birthmark removal measured against ground truth on three test sets -> report and export."
-    from cyclegan_pws.demo import run_demo
-    given = {k: v for k, v in dict(n=n, size=size, steps=steps, seed=seed).items() if v is not None}; s = run_demo(out, **given, fid=fid, progress=progress, log=typer.echo)
-    for name, h in s['headline'].items():
-        lo, hi = h['clearance_pct_pooled_ci95']
-        typer.echo(f"demo: {name.replace('_', ' ')} ({h['n_images']}): clearance {h['clearance_pct_pooled']:.1f}% pooled "
-                   f"(95% CI {lo:.1f}-{hi:.1f}), PSNR outside the lesion {h['psnr_outside_lesion_db_pooled']:.1f} dB "
-                   f"(face {h['psnr_outside_lesion_face_db_pooled']:.1f} dB)" + (f"; its {g['n_images']} healthy faces: {g['face_changed_pct_pooled']:.2f}% "
-                   f"of the face visibly changed" if (g := h.get('healthy')) else ''))
+    from cyclegan_pws.demo import run_demo, headline_lines
+    given = {k: v for k, v in dict(n=n, size=size, steps=steps, seed=seed).items() if v is not None}
+    s = run_demo(out, **given, fid=fid, progress=progress, log=typer.echo)
+    for line in headline_lines(s): typer.echo(line)
     f = s['files']
     typer.echo(f"demo: done in {s['times']['total_s'] / 60:.1f} min; report {f['report']} | metrics {f['metrics']} | grid {f['grid']} | "
                f"samples {f['samples']} | exported network {f['export']}")

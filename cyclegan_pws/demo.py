@@ -16,7 +16,7 @@ from .remover import train_remover
 from .evaluate import evaluate_run
 
 # %% auto #0
-__all__ = ['HEADLINE_KEYS', 'demo_config', 'run_demo']
+__all__ = ['HEADLINE_KEYS', 'demo_config', 'run_demo', 'headline_lines']
 
 # %% ../nbs/28_demo.ipynb #050863a0
 def demo_config(data, steps: Optional[int] = None, batch_size: Optional[int] = None,
@@ -75,3 +75,14 @@ def run_demo(out, n: int = DemoConfig.n, size: int = DemoConfig.size, steps: Opt
                          'exported': ev['export']}}
     atomic_write_json(out / 'demo.json', summary)
     return summary
+
+def headline_lines(summary: dict) -> list[str]:
+    "One line per test set of a `run_demo` summary: clearance with its interval, PSNR outside the lesion, and what became of its healthy faces."
+    lines = []
+    for name, h in summary['headline'].items():
+        (lo, hi), g = h['clearance_pct_pooled_ci95'], h.get('healthy')
+        lines.append(f"demo: {name.replace('_', ' ')} ({h['n_images']}): clearance {h['clearance_pct_pooled']:.1f}% pooled "
+                     f"(95% CI {lo:.1f}-{hi:.1f}), PSNR outside the lesion {h['psnr_outside_lesion_db_pooled']:.1f} dB "
+                     f"(face {h['psnr_outside_lesion_face_db_pooled']:.1f} dB)"
+                     + (f"; its {g['n_images']} healthy faces: {g['face_changed_pct_pooled']:.2f}% of the face visibly changed" if g else ''))
+    return lines
