@@ -16,7 +16,7 @@ from .faces import FaceRejected
 from .data import to_float, to_uint8, to_tensor, to_pil, resize, read_landmarks, crop_landmarks
 from .models import build_generator, StainRegionNet
 from .mirror import remove_stain
-from .remover import stain_region
+from .remover import is_square, stain_region
 from .metrics import image_tensor, estimate_lesion_mask, change_outside, looks_damaged
 from .checkpoint import CheckpointError, TrainedRun, load_run
 from .engine import pick_device
@@ -81,7 +81,7 @@ def face_landmarks(image: Tensor, path=None) -> dict:
         faces = [f for f in detect_faces(image.permute(1, 2, 0).numpy()) if f.confidence >= 0.9]
         if faces: return faces[0].landmarks
     except UserError: pass   # the detector is not installed
-    if abs(H - W) > 0.02 * max(H, W):   # not a `prepare` crop: a guess would put the mirror in the wrong place
+    if not is_square(H, W):   # not a `prepare` crop: a guess would put the mirror in the wrong place
         raise FaceRejected('no-face', f'{path or "image"}: no face found in this {W}x{H} photo; crop it with `cyclegan-pws prepare`, '
                                       'or give its five landmarks in <stem>.json beside it')
     warnings.warn(f'{path or "image"}: no face found; assuming a centred, level face crop (cyclegan-pws prepare makes one)')

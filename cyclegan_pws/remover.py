@@ -25,8 +25,8 @@ from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
 
 # %% auto #0
-__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_face_crop', 'aligned_logits', 'seeded', 'stain_region',
-           'found_stains', 'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric',
+__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_square', 'is_face_crop', 'aligned_logits', 'seeded',
+           'stain_region', 'found_stains', 'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric',
            'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
@@ -48,9 +48,13 @@ def region_logits(net, x: Tensor, lms: Tensor, net_size: int) -> Tensor:
     logits = net(region_inputs(small.clamp(0, 1), lms * scale))
     return F.interpolate(logits.float(), size=(H, W), mode='bilinear', align_corners=False)
 
+def is_square(h: int, w: int) -> bool:
+    "Whether an h×w image is square to within 2%, as every `prepare` crop is."
+    return abs(h - w) <= 0.02 * max(h, w)
+
 def is_face_crop(lm: dict, h: int, w: int) -> bool:
     "Whether an h×w image is framed as the network's training faces are: square, the face's `prepare` square filling it."
-    return abs(h - w) <= 0.02 * max(h, w) and 0.7 <= crop_side(lm) / max(h, w) <= 1.4
+    return is_square(h, w) and 0.7 <= crop_side(lm) / max(h, w) <= 1.4
 
 def _kornia_affine(A: np.ndarray, t: np.ndarray, device) -> Tensor:
     "The (1,2,3) matrix of the map p -> A p + t between landmark pixels (centres at i + 0.5), in kornia's pixels (centres at i)."
