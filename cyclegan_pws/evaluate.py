@@ -377,18 +377,20 @@ def face_change(orig_dir, pred_dir) -> dict:
             'faces_changed': sum(100 * p[1] / p[2] > MAX_CHANGED_OUTSIDE_PCT for p in per),
             'worst': [{'file': f, 'face_changed_pct': 100 * c / n} for f, c, n, _ in worst]}
 
+def _translate_afresh(ck, folder: Path, pred: Path, device) -> dict:
+    "`translate_folder` B2A of `folder` into `pred`, emptied first so no stale translation from an earlier run is scored."
+    if pred.exists(): shutil.rmtree(pred)
+    return translate_folder(ck, folder, pred, 'B2A', device=device)
+
 def healthy_change(ck, folder: Path, out: Path, device) -> dict:
     "`face_change` of the healthy faces in `folder`, which have no stain to remove, translated by checkpoint `ck` into `out/pred`."
-    pred = out / 'pred'
-    if pred.exists(): shutil.rmtree(pred)
-    translate_folder(ck, folder, pred, 'B2A', device=device)
-    return face_change(folder, pred)
+    _translate_afresh(ck, folder, out / 'pred', device)
+    return face_change(folder, out / 'pred')
 
 def _score_set(ck, folder: Path, out: Path, device) -> dict:
     "Remove the stains of test set `folder` (testB/, testB_clean/, testB_mask/) with checkpoint `ck`; the report goes to `out`."
     pred = out / 'pred'
-    if pred.exists(): shutil.rmtree(pred)
-    translate_folder(ck, folder / 'testB', pred, 'B2A', device=device)
+    _translate_afresh(ck, folder / 'testB', pred, device)
     given = lambda name: folder / name if _n_images(folder / name) else None
     m = evaluate_folder(pred, folder / 'testB', given('testB_clean'), given('testB_mask'), out=out, fid=False)
     r = {k: m[k] for k in SET_KEYS if k in m}
@@ -404,8 +406,7 @@ def evaluate_run(run, data, out, report=None, fid: bool = True, export: bool = T
     split = 'test' if _n_images(data / 'testB') else 'train'
     given = lambda name: data / name if split == 'test' and _n_images(data / name) else None
     pred = out / 'pred'
-    if pred.exists(): shutil.rmtree(pred)
-    tr = translate_folder(ck, data / f'{split}B', pred, 'B2A', device=device)
+    tr = _translate_afresh(ck, data / f'{split}B', pred, device)
     metrics = evaluate_folder(pred, data / f'{split}B', given('testB_clean'), given('testB_mask'), out=report,
                               real_dir=data / f'{split}A', fid=fid)
     if split == 'test' and _n_images(data / 'testA'): metrics['healthy'] = healthy_change(ck, data / 'testA', out / 'healthy', device)
