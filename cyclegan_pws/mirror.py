@@ -21,8 +21,9 @@ from .faces import align_matrix
 
 # %% auto #0
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
-           'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'StainColour', 'fit_stain_colour', 'stain_likeness',
-           'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+           'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'fit_stain_colour',
+           'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain',
+           'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -98,6 +99,18 @@ def masked_blur(z: Tensor, m: Tensor, sigma: float) -> Tensor:
     "Gaussian average of `z` over the pixels of mask `m` only, spread over the whole image."
     return blur(z * m, sigma) / blur(m, sigma).clamp_min(1e-4)
 
+# %% ../nbs/10_mirror.ipynb #884e2599
+def light_tint(z: Tensor, zm: Tensor, skin: Tensor, lm: dict, min_u: float = 0.25, floor: float = 0.03) -> Tensor:
+    "The chroma difference (1,3,H,W) that the light alone makes between log face `z` and its mirror `zm`: `g·u`, `g` the median over `skin` (1,1,H,W) of their chroma difference per eye distance across, shrunk by `floor`."
+    H, W = z.shape[-2:]
+    u = face_coords(lm, H, W)[0].to(z)
+    sel = (skin[0, 0] > 0.5) & (u[0, 0].abs() > min_u)           # near the midline the difference says nothing about g
+    if sel.sum() < 32: return torch.zeros_like(z)
+    g = ((chroma(z) - chroma(zm))[0][:, sel] / u[0, 0][sel]).median(1).values.view(1, 3, 1, 1)
+    g = chroma(g)
+    g = g * (1 - floor / g.norm().clamp_min(1e-8)).clamp_min(0)   # what an evenly lit face measures is noise, not light
+    return g * u.clamp(-1, 1)
+
 # %% ../nbs/10_mirror.ipynb #b6901525
 @dataclass
 class StainColour:
@@ -118,9 +131,11 @@ class StainColour:
         return self.direction + self.k * GREY.to(self.direction)
 
 def _sides(x: Tensor, alpha: Tensor, lm: dict) -> tuple[Tensor, Tensor, Tensor]:
-    "(log image, its mirror blurred to the scale of skin tone, the region's mirror) at x's resolution."
-    z = to_log(x)
-    return z, blur(mirror(z, lm), 2 * x.shape[-2] / 256), mirror(alpha, lm)
+    "(log image, its mirror blurred to the scale of skin tone and corrected for the light's tint, the region's mirror) at x's resolution."
+    z, am = to_log(x), mirror(alpha, lm)
+    zm = blur(mirror(z, lm), 2 * x.shape[-2] / 256)
+    skin = ((alpha < 0.5) & (am < 0.5)).to(x) * face_oval(lm, *x.shape[-2:]).to(x)
+    return z, zm + light_tint(z, zm, skin, lm), am
 
 def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor:
     "Per-pixel density: chroma excess along the stain's direction over the mirror side (or the skin around, where that is stained)."
