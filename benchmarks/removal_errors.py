@@ -65,7 +65,7 @@ def layer(x, clean, alpha, lm, true_dir: bool, true_k_: bool, true_density: bool
         colour = fit_stain_colour(x, part, lm, whole=whole, shading=clean_light(clean, lm) if light else None)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, part))
     measured = [(c.k, float(p.sum())) for _, c, p in parts if c.measured]
-    z, zm, am = _sides(x, alpha, lm)
+    z, zm, am, _ = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     out, ks = torch.zeros_like(x), []
     for i, colour, part in parts:

@@ -130,12 +130,12 @@ class StainColour:
         "The log-linear RGB change of one unit of density: chroma direction plus its luminance."
         return self.direction + self.k * GREY.to(self.direction)
 
-def _sides(x: Tensor, alpha: Tensor, lm: dict) -> tuple[Tensor, Tensor, Tensor]:
-    "(log image, its mirror blurred to the scale of skin tone and corrected for the light's tint, the region's mirror) at x's resolution."
+def _sides(x: Tensor, alpha: Tensor, lm: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    "(log image, its mirror blurred to the scale of skin tone and corrected for the light's tint, the region's mirror, the face's skin clean on both sides that the tint is measured on) at x's resolution."
     z, am = to_log(x), mirror(alpha, lm)
     zm = blur(mirror(z, lm), 2 * x.shape[-2] / 256)
     skin = ((alpha < 0.5) & (am < 0.5)).to(x) * face_oval(lm, *x.shape[-2:]).to(x)
-    return z, zm + light_tint(z, zm, skin, lm), am
+    return z, zm + light_tint(z, zm, skin, lm), am, skin
 
 def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor:
     "Per-pixel density: chroma excess along the stain's direction over the mirror side (or the skin around, where that is stained)."
@@ -148,10 +148,9 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of; `shading`: the light's left/right luminance difference (1,1,H,W) if known, else estimated from the skin around)."
     H, W = x.shape[-2:]
     whole = alpha if whole is None else whole
-    z, zm, am = _sides(x, whole, lm)
+    z, zm, am, skin = _sides(x, whole, lm)
     les, clean_mirror = alpha > 0.5, am < 0.5
     ok = les & clean_mirror                                       # stained here, clean on the other side
-    skin = ((whole < 0.5) & clean_mirror).float() * face_oval(lm, H, W).to(x)
     ring = skin * (blur(alpha, 0.04 * H) > 0.01)
     if ring.sum() < 8: ring = skin
     cz = chroma(z)
@@ -235,7 +234,7 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, 
         colour = fit_stain_colour(xs, part, lms, whole=whole)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
     measured = [(c.k, size) for _, c, size in parts if c.measured]
-    z, zm, am = _sides(x, alpha, lm)
+    z, zm, am, _ = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     layer = torch.zeros_like(x)
     for i, colour, _ in parts:
