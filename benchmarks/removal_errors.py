@@ -64,12 +64,12 @@ def layer(x, clean, alpha, lm, true_dir: bool, true_k_: bool, true_density: bool
         if part.sum() == 0: continue
         colour = fit_stain_colour(x, part, lm, whole=whole, shading=clean_light(clean, lm) if light else None)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, part))
-    measured = [(c.k, float(p.sum())) for _, c, p in parts if c.measured]
+    measured = [(c.k / float(c.direction.norm()), float(p.sum())) for _, c, p in parts if c.measured]   # darkening per unit of chroma
     z, zm, am, _ = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     out, ks = torch.zeros_like(x), []
     for i, colour, part in parts:
-        if not colour.measured and measured: colour.k = sum(k * s for k, s in measured) / sum(s for _, s in measured)
+        if not colour.measured and measured: colour.k = float(colour.direction.norm()) * sum(k * s for k, s in measured) / sum(s for _, s in measured)
         ks.append((colour.k, true_k(t, part, colour), float(part.sum())))
         if true_dir:
             direction = (chroma(t) * part).sum((2, 3), keepdim=True) / part.sum()

@@ -20,10 +20,10 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
-           'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'fit_stain_colour',
-           'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain',
-           'asymmetry_region']
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror',
+           'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour',
+           'fit_stain_colour', 'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer',
+           'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -89,6 +89,8 @@ def chroma(z: Tensor) -> Tensor:
     "Log colours minus their grey-axis component: colour without brightness."
     return z - luma(z) * GREY.to(z)
 
+TYPICAL_DARKENING = float(luma(STAIN_PRIOR).flatten()[0] / chroma(STAIN_PRIOR).norm())   # a typical stain's luminance per unit of chroma
+
 def blur(z: Tensor, sigma: float) -> Tensor:
     "Gaussian blur with `sigma` pixels (the identity for sigma <= 0)."
     if sigma <= 0: return z
@@ -118,7 +120,7 @@ class StainColour:
     direction: Tensor    # (1,3,1,1), chroma only
     k: float             # <= 0
     reference: Tensor    # (1,3,1,1): the reference where the mirror side is stained too
-    measured: bool = True  # False: too few pixels with a clean mirror to measure `k`; it is a typical stain's
+    measured: bool = True  # False: too few pixels with a clean mirror to measure `k`; it is a typical stain's darkening per unit of chroma
 
     @property
     def unit(self) -> Tensor:
@@ -166,7 +168,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
     okf = ok.float()
     if okf.sum() >= 8: k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
-    else: k, colour.measured = float(luma(STAIN_PRIOR).flatten()[0] / chroma(STAIN_PRIOR).norm()), False
+    else: k, colour.measured = TYPICAL_DARKENING * float(direction.norm()), False
     colour.k = min(k, 0.0)
     return colour
 
@@ -233,13 +235,13 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, 
         if part.sum() == 0: continue
         colour = fit_stain_colour(xs, part, lms, whole=whole)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
-    measured = [(c.k, size) for _, c, size in parts if c.measured]
+    measured = [(c.k / float(c.direction.norm()), size) for _, c, size in parts if c.measured]   # darkening per unit of chroma
     z, zm, am, _ = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     layer = torch.zeros_like(x)
     for i, colour, _ in parts:
         if not colour.measured and measured:   # the same stain's darkening, where it could be measured
-            colour.k = sum(k * size for k, size in measured) / sum(size for _, size in measured)
+            colour.k = float(colour.direction.norm()) * sum(k * size for k, size in measured) / sum(size for _, size in measured)
         a = alpha * (full == i).to(x)
         layer = layer + a * _density(cz, czm, am, colour) * colour.change.to(x)
     return layer, [c for _, c, _ in parts]
