@@ -15,6 +15,7 @@ import cyclegan_pws
 from .io import UserError, IMAGE_EXTS, atomic_path, atomic_write_json, sha256_file
 from .checkpoint import load_run
 from .predict import DIRECTIONS, generator, load_predictor
+from .remover import REGION_PLANES
 
 # %% auto #0
 __all__ = ['ExportError', 'export_generators']
@@ -50,11 +51,11 @@ def _networks(run) -> tuple[dict, dict]:
     t = run.config.task
     if run.config.kind == 'removal':
         net = load_predictor(run.checkpoint, 'removal').net
-        return ({'region': ('region_net', net, (10, t.net_size, t.net_size), ('planes', 'stain_logits'))},
+        return ({'region': ('region_net', net, (REGION_PLANES, t.net_size, t.net_size), ('planes', 'stain_logits'))},
                 {'model': 'cyclegan-pws stain remover: region network (EMA weights)',
-                 'input': {'name': 'planes', 'shape': ['batch', 10, t.net_size, t.net_size], 'dtype': 'float32',
+                 'input': {'name': 'planes', 'shape': ['batch', REGION_PLANES, t.net_size, t.net_size], 'dtype': 'float32',
                            'planes': 'face and its mirror image across the face midline (2x-1, RGB), their log-linear RGB chroma (3) '
-                                     'and luminance (1) differences: cyclegan_pws.remover.region_inputs',
+                                     'and luminance (1) differences, the face\'s chroma minus its median over the face oval (3): cyclegan_pws.remover.region_inputs',
                            'output': f'stain logits; region = the connected parts of sigmoid > {t.threshold} that reach {t.seed_threshold} somewhere, then cyclegan_pws.mirror.remove_stain at full resolution',
                            'framing': 'a face crop as `cyclegan-pws prepare` makes it; a whole photo is aligned first (cyclegan_pws.remover.aligned_logits)'}})
     return ({d: (f'generator_{d}', generator(run, d), (3, t.size, t.size), ('image', 'translated')) for d in DIRECTIONS},

@@ -213,8 +213,8 @@ def _cbr(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(4, c_out), nn.LeakyReLU(0.2, inplace=True))
 
 class StainRegionNet(nn.Module):
-    "Where the stain is: a U-Net from `in_ch` planes (face, mirror, their differences) to one logit per pixel."
-    def __init__(self, in_ch: int = 10, widths: tuple = (16, 32, 48, 64)):
+    "Where the stain is: a U-Net from `in_ch` planes (face, mirror, their differences, the face against its own skin) to one logit per pixel."
+    def __init__(self, in_ch: int = 13, widths: tuple = (16, 32, 48, 64)):
         super().__init__()
         self.down = nn.ModuleList()
         c_prev = in_ch

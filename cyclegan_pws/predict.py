@@ -16,7 +16,7 @@ from .faces import FaceRejected
 from .data import to_float, to_uint8, to_tensor, to_pil, resize, read_landmarks, crop_landmarks
 from .models import build_generator, StainRegionNet
 from .mirror import remove_stain
-from .remover import is_square, stain_region
+from .remover import REGION_PLANES, is_square, stain_region
 from .metrics import image_tensor, estimate_lesion_mask, change_outside, looks_damaged
 from .checkpoint import CheckpointError, TrainedRun, load_run
 from .engine import pick_device
@@ -137,7 +137,11 @@ def load_predictor(run_or_checkpoint, kind: Optional[str] = None, direction: str
     if run.config.kind == 'removal':
         if direction != 'B2A': raise UserError(f'direction {direction}: a removal run only removes stains (B2A); '
                                                'adding stains (A2B) needs a CycleGAN run (cyclegan-pws train --method cyclegan)')
-        net = StainRegionNet(widths=run.config.task.widths)
+        planes = next(w for w in run.network('R_ema').values() if w.ndim == 4).shape[1]
+        if planes != REGION_PLANES:
+            raise CheckpointError(f'{run.checkpoint}: a region network for {planes} input planes, from an older cyclegan-pws; this one feeds it '
+                                  f'{REGION_PLANES} (the face against its own skin too): train it again (cyclegan-pws demo --out DIR, or cyclegan-pws train)')
+        net = StainRegionNet(REGION_PLANES, widths=run.config.task.widths)
         _load(net, run, 'R_ema')
         return StainRemover(net, run.config.task, dev, run)
     if run.config.kind == 'cyclegan': return Translator(generator(run, direction), run.config.task.size, direction, dev, run)

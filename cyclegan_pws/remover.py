@@ -25,20 +25,33 @@ from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
 
 # %% auto #0
-__all__ = ['mirror_faces', 'region_inputs', 'region_logits', 'is_square', 'is_face_crop', 'aligned_logits', 'seeded',
-           'stain_region', 'found_stains', 'stain_library', 'affine_between', 'move_stains', 'recolour', 'photometric',
-           'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
+__all__ = ['REGION_PLANES', 'mirror_faces', 'skin_chroma', 'region_inputs', 'region_logits', 'is_square', 'is_face_crop',
+           'aligned_logits', 'seeded', 'stain_region', 'found_stains', 'stain_library', 'affine_between', 'move_stains',
+           'recolour', 'photometric', 'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
     "Each face of `x` (B,C,H,W) mirrored across its own midline; `lms` (B,5,2) landmarks in x's pixels."
     return torch.cat([mirror(x[i:i + 1], landmark_dict(lms[i])) for i in range(len(x))])
 
+def skin_chroma(z: Tensor, lms: Tensor) -> Tensor:
+    "(B,3,1,1): the median chroma of each log face `z` (B,3,H,W) over its face oval, the face's own skin tone."
+    H, W = z.shape[-2:]
+    oval = torch.cat([face_oval(landmark_dict(l), H, W) for l in lms]).to(z.device).flatten(1) > 0.5   # (B,H*W)
+    oval = oval | ~oval.any(1, keepdim=True)                       # no oval in the frame: the whole image
+    c = chroma(z).flatten(2)
+    # a median of static shape, so it compiles once on XLA: the oval's values sort first, outside ones are +inf
+    ranked = torch.where(oval[:, None], c, torch.full_like(c, float('inf'))).sort(-1).values
+    middle = ((oval.sum(1) - 1) // 2).view(-1, 1, 1).expand(-1, 3, 1)   # torch.median's (lower) middle
+    return ranked.gather(-1, middle).view(-1, 3, 1, 1)
+
+REGION_PLANES = 13
+
 def region_inputs(x: Tensor, lms: Tensor) -> Tensor:
-    "The network's 10 input planes for faces `x` (B,3,H,W) in [0, 1]: face, mirror, their chroma and luminance differences."
+    "The network's 13 input planes for faces `x` (B,3,H,W) in [0, 1]: face, mirror, their chroma and luminance differences, the face's chroma against its own skin."
     xm = mirror_faces(x, lms)
     z, zm = to_log(x), to_log(xm)
-    return torch.cat([2 * x - 1, 2 * xm - 1, chroma(z) - chroma(zm), luma(z) - luma(zm)], 1)
+    return torch.cat([2 * x - 1, 2 * xm - 1, chroma(z) - chroma(zm), luma(z) - luma(zm), chroma(z) - skin_chroma(z, lms)], 1)
 
 def region_logits(net, x: Tensor, lms: Tensor, net_size: int) -> Tensor:
     "Stain logits (B,1,H,W) at x's size, from the network run at `net_size` pixels on faces `x` (B,3,H,W) in [0, 1]."
@@ -170,7 +183,7 @@ class Remover(Task):
         super().__init__()
         self.cfg = cfg
         torch.manual_seed(seed)
-        self.R = StainRegionNet(widths=cfg.widths)
+        self.R = StainRegionNet(REGION_PLANES, widths=cfg.widths)
         self.R_ema = copy.deepcopy(self.R).requires_grad_(False)
         self.layers, self.layer_landmarks = library          # plain attributes: rebuilt from the data, not checkpointed
         self.opt = torch.optim.Adam(self.R.parameters(), lr=cfg.lr, betas=cfg.betas)
