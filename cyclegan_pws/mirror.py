@@ -20,10 +20,10 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror',
-           'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour',
-           'fit_stain_colour', 'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer',
-           'subtract_layer', 'remove_stain', 'asymmetry_region']
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'BOTH_SIDES', 'STAIN_LIKE', 'face_axes', 'face_coords',
+           'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur',
+           'light_tint', 'StainColour', 'fit_stain_colour', 'stain_likeness', 'region_parts', 'crop_side', 'face_box',
+           'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -146,6 +146,8 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
     return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
 
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
+BOTH_SIDES = 0.3   # a part with a clean mirror under less than this share of it is mostly on both sides of the face
+
 def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None, shading: Optional[Tensor] = None) -> StainColour:
     "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of; `shading`: the light's left/right luminance difference (1,1,H,W) if known, else estimated from the skin around)."
     H, W = x.shape[-2:]
@@ -158,7 +160,8 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     cz = chroma(z)
     if ring.sum() > 0: reference = torch.stack([cz[0, c][ring[0, 0] > 0].median() for c in range(3)]).view(1, 3, 1, 1)
     else: reference = (chroma(zm) * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
-    if ok.sum() < 0.3 * les.sum(): dev, where = cz - reference, les   # mostly on both sides: against the skin around
+    share = float(ok.sum() / les.sum().clamp_min(1))               # of the part, the share with a clean mirror
+    if share < BOTH_SIDES: dev, where = cz - reference, les        # mostly on both sides: against the skin around
     else: dev, where = cz - chroma(zm), ok
     direction = (dev * where).sum((2, 3), keepdim=True) / where.sum().clamp_min(1)
     if direction.norm() < 1e-3: direction = 0.1 * chroma(STAIN_PRIOR).to(x)
@@ -166,9 +169,12 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     d = _density(cz, chroma(zm), am, colour)
     diff = luma(z) - luma(zm)
     if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
-    okf = ok.float()
-    if okf.sum() >= 8: k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
-    else: k, colour.measured = TYPICAL_DARKENING * float(direction.norm()), False
+    okf, typical = ok.float(), TYPICAL_DARKENING * float(direction.norm())
+    if okf.sum() >= 8:
+        k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
+        w = min(1.0, share / BOTH_SIDES)   # a few clean-mirror pixels at the edge of a stain on both sides say little of its darkening
+        k = w * k + (1 - w) * typical
+    else: k, colour.measured = typical, False
     colour.k = min(k, 0.0)
     return colour
 
