@@ -20,10 +20,10 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'BOTH_SIDES', 'STAIN_LIKE', 'face_axes', 'face_coords',
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'STAIN_LIKE', 'face_axes', 'face_coords',
            'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur',
-           'light_tint', 'StainColour', 'fit_stain_colour', 'stain_likeness', 'region_parts', 'crop_side', 'face_box',
-           'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+           'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'stain_likeness', 'region_parts',
+           'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -145,6 +145,17 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
     over_mirror, over_ring = (w * (cz - czm)).sum(1, keepdim=True), (w * (cz - colour.reference.to(cz))).sum(1, keepdim=True)
     return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
 
+# %% ../nbs/10_mirror.ipynb #7e557662
+K_OUTLIER = 0.3   # a residual this large (log luminance, ~35% brighter or darker) halves a pixel's weight in the fit of `k`
+
+def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iters: int = 10) -> float:
+    "The slope `k` of `y ≈ k·d` over the pixels weighted by `w`, all (1,1,H,W), with a Cauchy loss of `scale`: outlying pixels count little."
+    k = float((y * d * w).sum() / (d * d * w).sum().clamp_min(1e-6))
+    for _ in range(iters):   # iteratively reweighted least squares
+        wk = w / (1 + ((y - k * d) / scale) ** 2)
+        k = float((y * d * wk).sum() / (d * d * wk).sum().clamp_min(1e-6))
+    return k
+
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
 BOTH_SIDES = 0.3   # a part with a clean mirror under less than this share of it is mostly on both sides of the face
 
@@ -171,7 +182,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
     okf, typical = ok.float(), TYPICAL_DARKENING * float(direction.norm())
     if okf.sum() >= 8:
-        k = float(((diff - shading) * d * okf).sum() / (d * d * okf).sum().clamp_min(1e-6))
+        k = robust_slope(diff - shading, d, okf)
         w = min(1.0, share / BOTH_SIDES)   # a few clean-mirror pixels at the edge of a stain on both sides say little of its darkening
         k = w * k + (1 - w) * typical
     else: k, colour.measured = typical, False
