@@ -146,7 +146,7 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
     return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
 
 # %% ../nbs/10_mirror.ipynb #7e557662
-K_OUTLIER = 0.3   # a residual this large (log luminance, ~35% brighter or darker) halves a pixel's weight in the fit of `k`
+K_OUTLIER = 0.3   # a residual this large (`luma` units: ~19% brighter or darker) halves a pixel's weight in the fit of `k`
 
 def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iters: int = 10) -> float:
     "The slope `k` of `y ≈ k·d` over the pixels weighted by `w`, all (1,1,H,W), with a Cauchy loss of `scale`: outlying pixels count little."
