@@ -20,10 +20,11 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'STAIN_LIKE', 'face_axes', 'face_coords',
-           'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur',
-           'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'stain_likeness', 'region_parts',
-           'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'DETAIL_SCALE', 'STAIN_LIKE',
+           'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma',
+           'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'denoised_density',
+           'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain',
+           'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -166,8 +167,9 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     z, zm, am, skin = _sides(x, whole, lm)
     les, clean_mirror = alpha > 0.5, am < 0.5
     ok = les & clean_mirror                                       # stained here, clean on the other side
-    ring = skin * (blur(alpha, 0.04 * H) > 0.01)
-    if ring.sum() < 8: ring = skin
+    around = (whole < 0.5).to(x) * face_oval(lm, H, W).to(x)    # clean skin, whatever its mirror is
+    ring = around * (blur(alpha, 0.04 * H) > 0.01)
+    if ring.sum() < 8: ring = around
     cz = chroma(z)
     if ring.sum() > 0: reference = torch.stack([cz[0, c][ring[0, 0] > 0].median() for c in range(3)]).view(1, 3, 1, 1)
     else: reference = (chroma(zm) * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
@@ -188,6 +190,19 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     else: k, colour.measured = typical, False
     colour.k = min(k, 0.0)
     return colour
+
+# %% ../nbs/10_mirror.ipynb #b5ebf056
+DETAIL_SCALE = 0.04   # density detail finer than this share of the face's height is weighed against the skin's own
+
+def denoised_density(d: Tensor, region: Tensor, noise: Tensor, skin: Tensor, scale: float = DETAIL_SCALE) -> Tensor:
+    "Density `d` (1,1,H,W) in `region` with its fine detail shrunk by the share that `noise`, the same measurement on clean `skin`, explains."
+    sigma, inside, clean = scale * d.shape[-2], (region > 0.5).to(d), (skin > 0.5).to(d)
+    if inside.sum() < 16 or clean.sum() < 64: return d
+    low = masked_blur(d, inside, sigma)
+    fine_noise = (noise - masked_blur(noise, clean, sigma))[clean > 0]
+    noise_var = float(1.4826 * (fine_noise - fine_noise.median()).abs().median()) ** 2   # robust: eyes and brows are not the skin's noise
+    keep = max(0.0, 1 - noise_var / max(float((d - low)[inside > 0].pow(2).mean()), 1e-12))
+    return low + keep * (d - low)
 
 # %% ../nbs/10_mirror.ipynb #38d76d75
 def _at(x: Tensor, lm: dict, height: int) -> tuple[Tensor, dict]:
@@ -253,14 +268,15 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, 
         colour = fit_stain_colour(xs, part, lms, whole=whole)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
     measured = [(c.k / float(c.direction.norm()), size) for _, c, size in parts if c.measured]   # darkening per unit of chroma
-    z, zm, am, _ = _sides(x, alpha, lm)
+    z, zm, am, skin = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     layer = torch.zeros_like(x)
     for i, colour, _ in parts:
         if not colour.measured and measured:   # the same stain's darkening, where it could be measured
             colour.k = float(colour.direction.norm()) * sum(k * size for k, size in measured) / sum(size for _, size in measured)
         a = alpha * (full == i).to(x)
-        layer = layer + a * _density(cz, czm, am, colour) * colour.change.to(x)
+        noise = (colour.unit.to(x) * (cz - czm)).sum(1, keepdim=True)   # the density that clean skin shows
+        layer = layer + a * denoised_density(_density(cz, czm, am, colour), a, noise, skin) * colour.change.to(x)
     return layer, [c for _, c, _ in parts]
 
 def subtract_layer(x: Tensor, layer: Tensor, amount: float = 1.0) -> Tensor:
