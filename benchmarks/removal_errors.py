@@ -24,8 +24,8 @@ import torch
 from cyclegan_pws.data import read_image, to_tensor
 from cyclegan_pws.evaluate import face_region, read_mask
 from cyclegan_pws.metrics import bootstrap_clearance, pooled_clearance, removal_sums
-from cyclegan_pws.mirror import (STAIN_LIKE, StainColour, _density, _sides, blur, chroma, face_oval, fit_stain_colour, luma,
-                                 masked_blur, mirror, region_parts, remove_stain, stain_likeness, subtract_layer, to_log)
+from cyclegan_pws.mirror import (STAIN_LIKE, StainColour, _sides, blur, chroma, face_oval, fit_stain_colour, luma, masked_blur,
+                                 mirror, part_density, region_parts, remove_stain, stain_likeness, subtract_layer, to_log)
 from cyclegan_pws.predict import load_predictor
 
 ROWS = {  # name: (true direction, true k, true density, the light measured on the clean face)
@@ -65,7 +65,7 @@ def layer(x, clean, alpha, lm, true_dir: bool, true_k_: bool, true_density: bool
         colour = fit_stain_colour(x, part, lm, whole=whole, shading=clean_light(clean, lm) if light else None)
         if stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, part))
     measured = [(c.k / float(c.direction.norm()), float(p.sum())) for _, c, p in parts if c.measured]   # darkening per unit of chroma
-    z, zm, am, _ = _sides(x, alpha, lm)
+    z, zm, am, skin = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
     out, ks = torch.zeros_like(x), []
     for i, colour, part in parts:
@@ -78,8 +78,9 @@ def layer(x, clean, alpha, lm, true_dir: bool, true_k_: bool, true_density: bool
             new.k = colour.k / max(float((new.unit * colour.direction).sum()), 1e-3)
             colour = new
         if true_k_: colour.k = true_k(t, part, colour)
-        d = (colour.unit * chroma(t)).sum(1, keepdim=True).clamp_min(0) if true_density else _density(cz, czm, am, colour)
-        out = out + alpha * (labels == i).to(x) * d * colour.change
+        a = alpha * (labels == i).to(x)
+        d = (colour.unit * chroma(t)).sum(1, keepdim=True).clamp_min(0) if true_density else part_density(cz, czm, am, colour, a, skin)
+        out = out + a * d * colour.change
     return out, ks
 
 

@@ -23,8 +23,8 @@ from .faces import align_matrix
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'DETAIL_SCALE', 'STAIN_LIKE',
            'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma',
            'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'denoised_density',
-           'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain',
-           'asymmetry_region']
+           'part_density', 'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer',
+           'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -141,10 +141,10 @@ def _sides(x: Tensor, alpha: Tensor, lm: dict) -> tuple[Tensor, Tensor, Tensor, 
     return z, zm + light_tint(z, zm, skin, lm), am, skin
 
 def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor:
-    "Per-pixel density: chroma excess along the stain's direction over the mirror side (or the skin around, where that is stained)."
+    "Per-pixel density, negative where the skin is less red than its reference: chroma excess along the stain's direction over the mirror side (or the skin around, where that is stained)."
     w = colour.unit.to(cz)
     over_mirror, over_ring = (w * (cz - czm)).sum(1, keepdim=True), (w * (cz - colour.reference.to(cz))).sum(1, keepdim=True)
-    return torch.where(am > 0.5, over_ring, over_mirror).clamp_min(0)
+    return torch.where(am > 0.5, over_ring, over_mirror)
 
 # %% ../nbs/10_mirror.ipynb #7e557662
 K_OUTLIER = 0.3   # a residual this large (`luma` units: ~19% brighter or darker) halves a pixel's weight in the fit of `k`
@@ -179,7 +179,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     direction = (dev * where).sum((2, 3), keepdim=True) / where.sum().clamp_min(1)
     if direction.norm() < 1e-3: direction = 0.1 * chroma(STAIN_PRIOR).to(x)
     colour = StainColour(direction, 0.0, reference)
-    d = _density(cz, chroma(zm), am, colour)
+    d = _density(cz, chroma(zm), am, colour).clamp_min(0)
     diff = luma(z) - luma(zm)
     if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
     okf, typical = ok.float(), TYPICAL_DARKENING * float(direction.norm())
@@ -203,6 +203,11 @@ def denoised_density(d: Tensor, region: Tensor, noise: Tensor, skin: Tensor, sca
     noise_var = float(1.4826 * (fine_noise - fine_noise.median()).abs().median()) ** 2   # robust: eyes and brows are not the skin's noise
     keep = max(0.0, 1 - noise_var / max(float((d - low)[inside > 0].pow(2).mean()), 1e-12))
     return low + keep * (d - low)
+
+def part_density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour, part: Tensor, skin: Tensor) -> Tensor:
+    "The density (1,1,H,W), >= 0, of the stain of colour `colour` in region `part`: `_density` denoised against the clean `skin`, then clipped."
+    noise = (colour.unit.to(cz) * (cz - czm)).sum(1, keepdim=True)   # what the density is on clean skin: noise
+    return denoised_density(_density(cz, czm, am, colour), part, noise, skin).clamp_min(0)
 
 # %% ../nbs/10_mirror.ipynb #38d76d75
 def _at(x: Tensor, lm: dict, height: int) -> tuple[Tensor, dict]:
@@ -275,8 +280,7 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, 
         if not colour.measured and measured:   # the same stain's darkening, where it could be measured
             colour.k = float(colour.direction.norm()) * sum(k * size for k, size in measured) / sum(size for _, size in measured)
         a = alpha * (full == i).to(x)
-        noise = (colour.unit.to(x) * (cz - czm)).sum(1, keepdim=True)   # the density that clean skin shows
-        layer = layer + a * denoised_density(_density(cz, czm, am, colour), a, noise, skin) * colour.change.to(x)
+        layer = layer + a * part_density(cz, czm, am, colour, a, skin) * colour.change.to(x)
     return layer, [c for _, c, _ in parts]
 
 def subtract_layer(x: Tensor, layer: Tensor, amount: float = 1.0) -> Tensor:
