@@ -1,0 +1,75 @@
+"""Removal of stains on both sides of the face: the remover's weak point, measured.
+
+A port-wine stain is usually on one side of the face, and the remover measures a stain's colour against the
+other side. Where both sides are stained it has no clean mirror to measure the stain's darkening on and falls
+back on the skin around and on a typical stain's darkening. This benchmark makes such stains from a test set of
+the demo's (`demo/data`, `demo/unseen_stains`): each test stain is added again as its own mirror image, on the
+same clean face, so every stain lies on both sides. It runs `translate_folder` (the code behind `cyclegan-pws
+translate`) and scores the results against the clean faces with `evaluate_folder`.
+
+    python benchmarks/both_sides.py --run demo/run --sets demo/data demo/unseen_stains --out /tmp/both_sides
+"""
+import argparse, json, shutil, time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cyclegan_pws.data import read_image, to_tensor
+from cyclegan_pws.evaluate import evaluate_folder, read_mask
+from cyclegan_pws.mirror import from_log, mirror, to_log
+from cyclegan_pws.predict import translate_folder
+
+
+def both_sides(stained: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, lm: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    "(the face with its stain layer added again as its mirror image, the union of the mask and its mirror), all (1,C,H,W)."
+    layer = to_log(stained) - to_log(clean)
+    mirrored = mirror(mask, lm)
+    return from_log(to_log(clean) + layer + mirror(layer, lm) * (mirrored > 0.5)), torch.maximum(mask, mirrored)
+
+
+def write_set(src: Path, out: Path) -> int:
+    "The both-sides version of test set `src` (testB/, testB_clean/, testB_mask/) in `out`; returns the count."
+    for d in ('testB', 'testB_clean', 'testB_mask'): (out / d).mkdir(parents=True, exist_ok=True)
+    u8 = lambda t: Image.fromarray((t[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
+    files = sorted((src / 'testB').glob('*.png'))
+    for p in files:
+        x = to_tensor(read_image(p))[None].float() / 255
+        clean = to_tensor(read_image(src / 'testB_clean' / p.name))[None].float() / 255
+        mask = read_mask(src / 'testB_mask' / p.name, (x.shape[-1], x.shape[-2])).float()
+        lm = json.loads(p.with_suffix('.json').read_text())['landmarks']
+        stained, union = both_sides(x, clean, mask, lm)
+        u8(stained).save(out / 'testB' / p.name)
+        shutil.copy(p.with_suffix('.json'), out / 'testB' / p.with_suffix('.json').name)
+        shutil.copy(src / 'testB_clean' / p.name, out / 'testB_clean' / p.name)
+        Image.fromarray(((union[0, 0] > 0.5).numpy() * 255).astype(np.uint8)).save(out / 'testB_mask' / p.name)
+    return len(files)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--run', required=True, help='a removal run folder (e.g. demo/run)')
+    ap.add_argument('--sets', nargs='+', required=True, help='test sets with testB/, testB_clean/, testB_mask/ (e.g. demo/data)')
+    ap.add_argument('--out', default='both_sides')
+    ap.add_argument('--json', default=None)
+    a = ap.parse_args()
+    res = {}
+    for s in map(Path, a.sets):
+        out = Path(a.out) / s.name
+        n = write_set(s, out)
+        t0 = time.time()
+        translate_folder(a.run, out / 'testB', out / 'pred', 'B2A')
+        seconds = time.time() - t0
+        m = evaluate_folder(out / 'pred', out / 'testB', out / 'testB_clean', out / 'testB_mask', out / 'report', fid=False)
+        res[s.name] = {'images': n, 'translate_seconds': round(seconds, 1), 'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
+                       'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
+                       'clearance_pct_median': round(m['clearance_pct_median'], 1),
+                       'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1),
+                       'worst': m.get('worst', [])[:3]}
+    print(json.dumps(res, indent=1))
+    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == '__main__':
+    main()
