@@ -20,11 +20,11 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'DETAIL_SCALE', 'STAIN_LIKE',
-           'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma',
-           'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'denoised_density',
-           'part_density', 'stain_likeness', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer',
-           'remove_stain', 'asymmetry_region']
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'PIXELS_PER_SAMPLE', 'K_SPREAD',
+           'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
+           'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
+           'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts', 'crop_side',
+           'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -121,7 +121,7 @@ class StainColour:
     direction: Tensor    # (1,3,1,1), chroma only
     k: float             # <= 0
     reference: Tensor    # (1,3,1,1): the reference where the mirror side is stained too
-    measured: bool = True  # False: too few pixels with a clean mirror to measure `k`; it is a typical stain's darkening per unit of chroma
+    measured: bool = True  # False: `k` measured neither against a clean mirror nor by the part's own contrast; a typical stain's darkening per unit of chroma
 
     @property
     def unit(self) -> Tensor:
@@ -149,16 +149,22 @@ def _density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour) -> Tensor
 # %% ../nbs/10_mirror.ipynb #7e557662
 K_OUTLIER = 0.3   # a residual this large (`luma` units: ~19% brighter or darker) halves a pixel's weight in the fit of `k`
 
-def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iters: int = 10) -> float:
-    "The slope `k` of `y ≈ k·d` over the pixels weighted by `w`, all (1,1,H,W), with a Cauchy loss of `scale`: outlying pixels count little."
-    k = float((y * d * w).sum() / (d * d * w).sum().clamp_min(1e-6))
-    for _ in range(iters):   # iteratively reweighted least squares
-        wk = w / (1 + ((y - k * d) / scale) ** 2)
-        k = float((y * d * wk).sum() / (d * d * wk).sum().clamp_min(1e-6))
-    return k
+def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iters: int = 10, level: bool = False) -> tuple[float, float]:
+    "(slope `k`, its standard error) of `y ≈ k·d` (`+ a`, an unknown level, if `level`) over the pixels weighted by `w`, all (1,1,H,W), with a Cauchy loss of `scale`: outlying pixels count little."
+    wk = w
+    for _ in range(iters + 1):   # iteratively reweighted least squares
+        n = wk.sum().clamp_min(1e-6)
+        yc, dc = (y - (y * wk).sum() / n, d - (d * wk).sum() / n) if level else (y, d)
+        sdd = (dc * dc * wk).sum().clamp_min(1e-6)
+        k = float((yc * dc * wk).sum() / sdd)
+        r = yc - k * dc
+        wk = w / (1 + (r / scale) ** 2)
+    return k, float(((r * r * wk).sum() / n / sdd).sqrt())   # the error as if pixels were independent
 
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
 BOTH_SIDES = 0.3   # a part with a clean mirror under less than this share of it is mostly on both sides of the face
+PIXELS_PER_SAMPLE = 30   # neighbouring pixels' errors are alike: this many count as one in a standard error
+K_SPREAD = 1.0   # how far, as a share of a typical stain's darkening, a stain's own darkening may lie from it
 
 def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None, shading: Optional[Tensor] = None) -> StainColour:
     "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of; `shading`: the light's left/right luminance difference (1,1,H,W) if known, else estimated from the skin around)."
@@ -182,12 +188,16 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     d = _density(cz, chroma(zm), am, colour).clamp_min(0)
     diff = luma(z) - luma(zm)
     if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
-    okf, typical = ok.float(), TYPICAL_DARKENING * float(direction.norm())
+    okf, unmirrored, measured = ok.float(), TYPICAL_DARKENING * float(direction.norm()), False   # where the mirror cannot tell: a typical stain's
+    if share < BOTH_SIDES:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
+        k_own, se = robust_slope(luma(z), d, les.float(), level=True)
+        noise, spread = se * se * PIXELS_PER_SAMPLE, (K_SPREAD * unmirrored) ** 2
+        if k_own <= 0: unmirrored, measured = (k_own * spread + unmirrored * noise) / (spread + noise), spread > noise   # weighed against a typical stain's
     if okf.sum() >= 8:
-        k = robust_slope(diff - shading, d, okf)
+        k = robust_slope(diff - shading, d, okf)[0]
         w = min(1.0, share / BOTH_SIDES)   # a few clean-mirror pixels at the edge of a stain on both sides say little of its darkening
-        k = w * k + (1 - w) * typical
-    else: k, colour.measured = typical, False
+        k = w * k + (1 - w) * unmirrored
+    else: k, colour.measured = unmirrored, measured
     colour.k = min(k, 0.0)
     return colour
 
