@@ -20,7 +20,7 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'PIXELS_PER_SAMPLE', 'K_SPREAD',
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'PIXELS_PER_SAMPLE', 'K_SPREAD', 'ALIKE',
            'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
            'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
            'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts', 'crop_side',
@@ -165,6 +165,7 @@ def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iter
 BOTH_SIDES = 0.3   # a part with a clean mirror under less than this share of it is mostly on both sides of the face
 PIXELS_PER_SAMPLE = 30   # neighbouring pixels' errors are alike: this many count as one in a standard error
 K_SPREAD = 1.0   # how far, as a share of a typical stain's darkening, a stain's own darkening may lie from it
+ALIKE = 0.07   # clean skin whose two sides differ more than this in chroma is not the same skin (hair against skin, a stain's fringe)
 
 def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor] = None, shading: Optional[Tensor] = None) -> StainColour:
     "The colour of the stain inside region `alpha` (1,1,H,W) of face `x` (1,3,H,W), measured against the other side of the face (`whole`: all of the region `alpha` is part of; `shading`: the light's left/right luminance difference (1,1,H,W) if known, else estimated from the skin around)."
@@ -187,7 +188,9 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     colour = StainColour(direction, 0.0, reference)
     d = _density(cz, chroma(zm), am, colour).clamp_min(0)
     diff = luma(z) - luma(zm)
-    if shading is None: shading = masked_blur(diff, skin, 0.06 * H)   # the light's left/right difference, from unstained skin
+    if shading is None:   # the light's left/right difference, from unstained skin that looks alike on both sides
+        alike = skin * ((chroma(z) - chroma(zm)).norm(dim=1, keepdim=True) < ALIKE).to(x)
+        shading = masked_blur(diff, alike, 0.06 * H)
     okf, unmirrored, measured = ok.float(), TYPICAL_DARKENING * float(direction.norm()), False   # where the mirror cannot tell: a typical stain's
     if share < BOTH_SIDES:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
         k_own, se = robust_slope(luma(z), d, les.float(), level=True)
