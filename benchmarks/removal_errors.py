@@ -1,9 +1,8 @@
 """Where the remover's lost clearance comes from: each factor of its colour model swapped for the truth, one at a time.
 
 The remover takes away, in each connected part of its region, a layer `density × (direction + k·grey)` in
-log-linear RGB, plus the chroma across the stain's hue (`mirror.stain_layer`): the stain's chroma `direction` and
-darkening `k` are fitted per part, the `density` and the chroma across the hue per pixel, all against the other side
-of the face (the true-density rows take both per-pixel factors from the truth). On a test set with clean faces every factor can be
+log-linear RGB (`mirror.stain_layer`): the stain's chroma `direction` and darkening `k` are fitted per part, the
+`density` per pixel, all against the other side of the face. On a test set with clean faces every factor can be
 read off exactly (the stained face minus its clean face, in log-linear RGB), so replacing one estimate with its
 true value shows what that estimate costs (one row replaces the light's left/right difference, which `k` is
 measured net of, with the clean face's own). Each row is scored twice: with the region the trained network
@@ -25,8 +24,8 @@ import torch
 from cyclegan_pws.data import read_image, to_tensor
 from cyclegan_pws.evaluate import face_region, read_mask
 from cyclegan_pws.metrics import bootstrap_clearance, pooled_clearance, removal_sums
-from cyclegan_pws.mirror import (STAIN_LIKE, StainColour, _sides, across_hue, blur, chroma, face_oval, fit_stain_colour, luma,
-                                 masked_blur, mirror, part_density, region_parts, remove_stain, stain_likeness, subtract_layer, to_log)
+from cyclegan_pws.mirror import (STAIN_LIKE, StainColour, _sides, blur, chroma, face_oval, fit_stain_colour, luma, masked_blur,
+                                 mirror, part_density, region_parts, remove_stain, stain_likeness, subtract_layer, to_log)
 from cyclegan_pws.predict import load_predictor
 
 ROWS = {  # name: (true direction, true k, true density, the light measured on the clean face)
@@ -81,9 +80,7 @@ def layer(x, clean, alpha, lm, true_dir: bool, true_k_: bool, true_density: bool
         if true_k_: colour.k = true_k(t, part, colour)
         a = alpha * (labels == i).to(x)
         d = (colour.unit * chroma(t)).sum(1, keepdim=True).clamp_min(0) if true_density else part_density(cz, czm, am, colour, a, skin)
-        # the chroma across the stain's hue: the true one where the density is the true one
-        hue = (colour.across * chroma(t)).sum(1, keepdim=True) * colour.across if true_density else across_hue(cz, czm, am, colour, a, skin)
-        out = out + a * (d * colour.change + hue)
+        out = out + a * d * colour.change
     return out, ks
 
 

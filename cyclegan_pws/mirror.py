@@ -23,8 +23,8 @@ from .faces import align_matrix
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'PIXELS_PER_SAMPLE', 'K_SPREAD', 'ALIKE',
            'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
            'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
-           'fit_stain_colour', 'denoised_density', 'across_hue', 'part_density', 'stain_likeness', 'region_parts',
-           'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+           'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts', 'crop_side',
+           'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -133,12 +133,6 @@ class StainColour:
         "The log-linear RGB change of one unit of density: chroma direction plus its luminance."
         return self.direction + self.k * GREY.to(self.direction)
 
-    @property
-    def across(self) -> Tensor:
-        "The unit chroma axis across the stain's hue: a part of the stain that is pinker or more purple than its average lies along it."
-        u = self.direction / self.direction.norm().clamp_min(1e-8)
-        return torch.linalg.cross(u.flatten(), GREY.to(u).flatten()).view(1, 3, 1, 1)
-
 def _sides(x: Tensor, alpha: Tensor, lm: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     "(log image, its mirror blurred to the scale of skin tone and corrected for the light's tint, the region's mirror, the face's skin clean on both sides that the tint is measured on) at x's resolution."
     z, am = to_log(x), mirror(alpha, lm)
@@ -223,13 +217,6 @@ def denoised_density(d: Tensor, region: Tensor, noise: Tensor, skin: Tensor, sca
     keep = max(0.0, 1 - noise_var / max(float((d - low)[inside > 0].pow(2).mean()), 1e-12))
     return low + keep * (d - low)
 
-def across_hue(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour, part: Tensor, skin: Tensor) -> Tensor:
-    "The stain's chroma across its average hue (1,3,H,W) in region `part`, denoised against the clean `skin`'s own: one stain is pinker here, more purple there."
-    e = colour.across.to(cz)
-    dev = torch.where(am > 0.5, cz - colour.reference.to(cz), cz - czm)
-    noise = (e * (cz - czm)).sum(1, keepdim=True)
-    return denoised_density((e * dev).sum(1, keepdim=True), part, noise, skin, scale=0.5) * e   # all of it is detail: its average is 0
-
 def part_density(cz: Tensor, czm: Tensor, am: Tensor, colour: StainColour, part: Tensor, skin: Tensor) -> Tensor:
     "The density (1,1,H,W), >= 0, of the stain of colour `colour` in region `part`: `_density` denoised against the clean `skin`, then clipped."
     noise = (colour.unit.to(cz) * (cz - czm)).sum(1, keepdim=True)   # what the density is on clean skin: noise
@@ -306,7 +293,7 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int) -> tuple[Tensor, 
         if not colour.measured and measured:   # the same stain's darkening, where it could be measured
             colour.k = float(colour.direction.norm()) * sum(k * size for k, size in measured) / sum(size for _, size in measured)
         a = alpha * (full == i).to(x)
-        layer = layer + a * (part_density(cz, czm, am, colour, a, skin) * colour.change.to(x) + across_hue(cz, czm, am, colour, a, skin))
+        layer = layer + a * part_density(cz, czm, am, colour, a, skin) * colour.change.to(x)
     return layer, [c for _, c, _ in parts]
 
 def subtract_layer(x: Tensor, layer: Tensor, amount: float = 1.0) -> Tensor:
