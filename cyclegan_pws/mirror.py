@@ -151,9 +151,9 @@ K_OUTLIER = 0.3   # a residual this large (`luma` units: ~19% brighter or darker
 
 def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iters: int = 10, level: bool = False) -> tuple[float, float]:
     "(slope `k`, its standard error) of `y ≈ k·d` (`+ a`, an unknown level, if `level`) over the pixels weighted by `w`, all (1,1,H,W), with a Cauchy loss of `scale`: outlying pixels count little."
-    wk = w
-    for i in range(iters + 1):   # iteratively reweighted least squares
-        if i: wk = w / (1 + (r / scale) ** 2)
+    r = torch.zeros_like(y)   # no residuals yet: the first fit is plain least squares
+    for _ in range(iters + 1):   # iteratively reweighted least squares
+        wk = w / (1 + (r / scale) ** 2)
         n = wk.sum().clamp_min(1e-6)
         yc, dc = (y - (y * wk).sum() / n, d - (d * wk).sum() / n) if level else (y, d)
         sdd = (dc * dc * wk).sum().clamp_min(1e-6)
