@@ -177,23 +177,23 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     around = (whole < 0.5).to(x) * face_oval(lm, H, W).to(x)    # clean skin, whatever its mirror is
     ring = around * (blur(alpha, 0.04 * H) > 0.01)
     if ring.sum() < 8: ring = around
-    cz = chroma(z)
+    cz, czm, lz = chroma(z), chroma(zm), luma(z)
     if ring.sum() > 0: reference = torch.stack([cz[0, c][ring[0, 0] > 0].median() for c in range(3)]).view(1, 3, 1, 1)
-    else: reference = (chroma(zm) * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
+    else: reference = (czm * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
     share = float(ok.sum() / les.sum().clamp_min(1))               # of the part, the share with a clean mirror
     if share < BOTH_SIDES: dev, where = cz - reference, les        # mostly on both sides: against the skin around
-    else: dev, where = cz - chroma(zm), ok
+    else: dev, where = cz - czm, ok
     direction = (dev * where).sum((2, 3), keepdim=True) / where.sum().clamp_min(1)
     if direction.norm() < 1e-3: direction = 0.1 * chroma(STAIN_PRIOR).to(x)
     colour = StainColour(direction, 0.0, reference)
-    d = _density(cz, chroma(zm), am, colour).clamp_min(0)
-    diff = luma(z) - luma(zm)
+    d = _density(cz, czm, am, colour).clamp_min(0)
+    diff = lz - luma(zm)
     if shading is None:   # the light's left/right difference, from unstained skin that looks alike on both sides
-        alike = skin * ((chroma(z) - chroma(zm)).norm(dim=1, keepdim=True) < ALIKE).to(x)
+        alike = skin * ((cz - czm).norm(dim=1, keepdim=True) < ALIKE).to(x)
         shading = masked_blur(diff, alike, 0.06 * H)
     okf, unmirrored, measured = ok.float(), TYPICAL_DARKENING * float(direction.norm()), False   # where the mirror cannot tell: a typical stain's
     if share < BOTH_SIDES:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
-        k_own, se = robust_slope(luma(z), d, les.float(), level=True)
+        k_own, se = robust_slope(lz, d, les.float(), level=True)
         noise, spread = se * se * PIXELS_PER_SAMPLE, (K_SPREAD * unmirrored) ** 2
         if k_own <= 0: unmirrored, measured = (k_own * spread + unmirrored * noise) / (spread + noise), spread > noise   # weighed against a typical stain's
     if okf.sum() >= 8:
