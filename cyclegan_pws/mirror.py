@@ -20,9 +20,9 @@ from .data import LANDMARKS, scale_landmarks
 from .faces import align_matrix
 
 # %% auto #0
-__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'PIXELS_PER_SAMPLE', 'K_SPREAD', 'ALIKE',
-           'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval', 'to_log',
-           'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
+__all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'MIXED', 'PIXELS_PER_SAMPLE', 'K_SPREAD',
+           'ALIKE', 'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval',
+           'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
            'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts', 'crop_side',
            'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
@@ -163,6 +163,7 @@ def robust_slope(y: Tensor, d: Tensor, w: Tensor, scale: float = K_OUTLIER, iter
 
 # %% ../nbs/10_mirror.ipynb #49c0cc3b
 BOTH_SIDES = 0.3   # a part with a clean mirror under less than this share of it is mostly on both sides of the face
+MIXED = 0.2   # from BOTH_SIDES to BOTH_SIDES + MIXED of clean mirror, a part's colour blends what the two comparisons measure
 PIXELS_PER_SAMPLE = 30   # neighbouring pixels' errors are alike: this many count as one in a standard error
 K_SPREAD = 1.0   # how far, as a share of a typical stain's darkening, a stain's own darkening may lie from it
 ALIKE = 0.07   # clean skin whose two sides differ more than this in chroma is not the same skin (hair against skin, a stain's fringe)
@@ -181,9 +182,10 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     if ring.sum() > 0: reference = torch.stack([cz[0, c][ring[0, 0] > 0].median() for c in range(3)]).view(1, 3, 1, 1)
     else: reference = (czm * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
     share = float(ok.sum() / les.sum().clamp_min(1))               # of the part, the share with a clean mirror
-    if share < BOTH_SIDES: dev, where = cz - reference, les        # mostly on both sides: against the skin around
-    else: dev, where = cz - czm, ok
-    direction = (dev * where).sum((2, 3), keepdim=True) / where.sum().clamp_min(1)
+    against_skin = ((cz - reference) * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)    # mostly on both sides
+    against_mirror = ((cz - czm) * ok).sum((2, 3), keepdim=True) / ok.sum().clamp_min(1)
+    on_mirror = min(1.0, max(0.0, (share - BOTH_SIDES) / MIXED))   # no switch: a part at 31% clean mirror is not another kind of stain than one at 29%
+    direction = on_mirror * against_mirror + (1 - on_mirror) * against_skin
     if direction.norm() < 1e-3: direction = 0.1 * chroma(STAIN_PRIOR).to(x)
     colour = StainColour(direction, 0.0, reference)
     d = _density(cz, czm, am, colour).clamp_min(0)
@@ -192,13 +194,13 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
         alike = skin * ((cz - czm).norm(dim=1, keepdim=True) < ALIKE).to(x)
         shading = masked_blur(diff, alike, 0.06 * H)
     okf, unmirrored, measured = ok.float(), TYPICAL_DARKENING * float(direction.norm()), False   # where the mirror cannot tell: a typical stain's
-    if share < BOTH_SIDES:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
+    if share < BOTH_SIDES + MIXED:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
         k_own, se = robust_slope(lz, d, les.float(), level=True)
         noise, spread = se * se * PIXELS_PER_SAMPLE, (K_SPREAD * unmirrored) ** 2
         if k_own <= 0: unmirrored, measured = (k_own * spread + unmirrored * noise) / (spread + noise), spread > noise   # weighed against a typical stain's
     if okf.sum() >= 8:
         k = robust_slope(diff - shading, d, okf)[0]
-        w = min(1.0, share / BOTH_SIDES)   # a few clean-mirror pixels at the edge of a stain on both sides say little of its darkening
+        w = min(1.0, share / (BOTH_SIDES + MIXED))   # a few clean-mirror pixels at the edge of a stain on both sides say little of its darkening
         k = w * k + (1 - w) * unmirrored
     else: k, colour.measured = unmirrored, measured
     colour.k = min(k, 0.0)
