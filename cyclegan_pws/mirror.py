@@ -179,11 +179,12 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     ring = around * (blur(alpha, 0.04 * H) > 0.01)
     if ring.sum() < 8: ring = around
     cz, czm, lz = chroma(z), chroma(zm), luma(z)
+    asym = cz - czm                                                # each pixel's chroma over its mirror's
     if ring.sum() > 0: reference = torch.stack([cz[0, c][ring[0, 0] > 0].median() for c in range(3)]).view(1, 3, 1, 1)
     else: reference = (czm * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)
     share = float(ok.sum() / les.sum().clamp_min(1))               # of the part, the share with a clean mirror
     against_skin = ((cz - reference) * les).sum((2, 3), keepdim=True) / les.sum().clamp_min(1)    # mostly on both sides
-    against_mirror = ((cz - czm) * ok).sum((2, 3), keepdim=True) / ok.sum().clamp_min(1)
+    against_mirror = (asym * ok).sum((2, 3), keepdim=True) / ok.sum().clamp_min(1)
     on_mirror = min(1.0, max(0.0, (share - BOTH_SIDES) / MIXED))   # no switch: a part at 31% clean mirror is not another kind of stain than one at 29%
     direction = on_mirror * against_mirror + (1 - on_mirror) * against_skin
     if direction.norm() < 1e-3: direction = 0.1 * chroma(STAIN_PRIOR).to(x)
@@ -191,7 +192,7 @@ def fit_stain_colour(x: Tensor, alpha: Tensor, lm: dict, whole: Optional[Tensor]
     d = _density(cz, czm, am, colour).clamp_min(0)
     diff = lz - luma(zm)
     if shading is None:   # the light's left/right difference, from unstained skin that looks alike on both sides
-        alike = skin * ((cz - czm).norm(dim=1, keepdim=True) < ALIKE).to(x)
+        alike = skin * (asym.norm(dim=1, keepdim=True) < ALIKE).to(x)
         shading = masked_blur(diff, alike, 0.06 * H)
     okf, unmirrored, measured = ok.float(), TYPICAL_DARKENING * float(direction.norm()), False   # where the mirror cannot tell: a typical stain's
     if share < BOTH_SIDES + MIXED:   # the part's own contrast: its denser pixels are darker, whatever the luminance of the skin under it
