@@ -1,73 +1,119 @@
 """Removal on whole photographs, as a user hands them to `translate`: not face crops, any size and framing.
 
 The demo's photo set is made of `prepare` crops. A user's folder usually holds whole pictures: a portrait with a
-background, a large camera image, a face off centre. This benchmark draws stains (two of `06_unseen_stains`'s model,
-one of `05_synth`'s) on the two photographs the dependencies ship, each framed four ways: as shipped (512 x 512
-and 600 x 512), upscaled to 1024 x 1024, and cut off centre to 360 x 512. It runs `translate_folder` (the code
-behind `cyclegan-pws translate`, landmarks found by MTCNN as for any photo without a JSON) and scores the results
-against the clean photos with `evaluate_folder`: pooled clearance inside the drawn lesion and PSNR outside it.
+background, a large camera image, a face off centre. This benchmark draws stains (`--stains` of `05_synth`'s model
+and as many of `06_unseen_stains`'s per photo) on the two photographs the dependencies ship, and shows each stained
+photo four ways: as shipped (512 x 512 and 600 x 512), upscaled to twice that, cut off centre (the astronaut,
+360 x 512), and as the face crop `prepare` makes of it (256 px, with its landmarks beside it). Every framing carries
+the same stains, so the columns differ only in the framing. It runs `translate_folder` (the code behind
+`cyclegan-pws translate`; the whole photos' landmarks are found by MTCNN on the stained photo, as for any photo
+without a JSON) and scores each framing against its clean photos with `evaluate_folder`: pooled clearance inside
+the drawn lesion and PSNR outside it, over all photos and per photograph (pooled clearance weighs every stain by its
+pixels, and Grace Hopper's face fills more of her photograph than the astronaut's does, so the whole photographs'
+pooled number leans towards her face and the crops' does not).
 
-    python benchmarks/whole_photos.py --run demo/run --out /tmp/whole_photos
+    python benchmarks/whole_photos.py --run demo/run --out /tmp/whole_photos --json whole_photos.json
 """
-import argparse, json, time
+import argparse, json, shutil, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from cyclegan_pws.evaluate import evaluate_folder
-from cyclegan_pws.faces import detect_faces
+from cyclegan_pws.faces import align_matrix, detect_faces, transform_points, warp_crop
+from cyclegan_pws.io import atomic_write_json
 from cyclegan_pws.predict import translate_folder
 from cyclegan_pws.synth import synthesize_pws
 from cyclegan_pws.unseen_stains import _sample_photos, draw_stain
 
-
-def framings(name: str, photo: np.ndarray) -> dict[str, np.ndarray]:
-    "The photo as shipped, upscaled 2x, and (the astronaut) cut off centre."
-    out = {name: photo, f'{name}_big': np.asarray(Image.fromarray(photo).resize((2 * photo.shape[1], 2 * photo.shape[0]), Image.BICUBIC))}
-    if name == 'astronaut': out[f'{name}_wide'] = np.ascontiguousarray(photo[40:400])
-    return out
+FRAMINGS = ('shipped', 'big', 'wide', 'crop')
 
 
-def write_set(out: Path, seed: int = 42) -> int:
-    "Stained whole photos in out/in, their clean versions in out/clean, lesion masks in out/mask; returns the count."
-    for d in ('in', 'clean', 'mask'): (out / d).mkdir(parents=True, exist_ok=True)
+def framed(img: np.ndarray, framing: str, M: np.ndarray) -> np.ndarray:
+    "An image (photo, clean photo or mask, uint8 HxWx3) in one framing; `M` is the `prepare` crop's matrix."
+    if framing == 'big': return np.asarray(Image.fromarray(img).resize((2 * img.shape[1], 2 * img.shape[0]), Image.BICUBIC))
+    if framing == 'wide': return np.ascontiguousarray(img[40:400])
+    if framing == 'crop': return np.asarray(warp_crop(img, M, 256))
+    return img
+
+
+def write_set(out: Path, stains: int = 10, seed: int = 42) -> int:
+    "Stained photos in out/<framing>/in, their clean versions in clean/, lesion masks in mask/; returns how many stains."
+    if (out / 'done.json').exists(): return json.loads((out / 'done.json').read_text())['stains']   # written before: reused
     n = 0
     for name, photo in _sample_photos():
-        for stem, img in framings(name, photo).items():
-            faces = detect_faces(img)
-            if not faces: raise SystemExit(f'{stem}: MTCNN finds no face in the clean photo; check the faces extra (pip install -e ".[faces]")')
-            lm = faces[0].landmarks                          # the stain is placed with the clean photo's landmarks
-            for k in range(3):
-                rng = np.random.default_rng([seed, k, len(stem)])
-                stained, mask = draw_stain(img, lm, rng) if k < 2 else synthesize_pws(img, lm, rng)[:2]
-                Image.fromarray(stained).save(out / 'in' / f'{stem}_{k}.png')
-                Image.fromarray(img).save(out / 'clean' / f'{stem}_{k}.png')
-                Image.fromarray(((mask > 0.5) * 255).astype(np.uint8)).save(out / 'mask' / f'{stem}_{k}.png')
+        faces = detect_faces(photo)
+        if not faces: raise SystemExit(f'{name}: MTCNN finds no face in the clean photo; check the faces extra (pip install -e ".[faces]")')
+        lm = faces[0].landmarks                              # the stain is placed with the clean photo's landmarks
+        M = align_matrix(lm, 256)
+        for model in ('synth', 'unseen'):
+            for k in range(stains):
+                rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'])
+                stained, mask = synthesize_pws(photo, lm, rng)[:2] if model == 'synth' else draw_stain(photo, lm, rng)
+                mask3 = np.repeat(((np.asarray(mask) > 0.5) * 255).astype(np.uint8)[..., None], 3, 2)
+                stem = f'{name}_{model}_{k:02d}'
+                for framing in FRAMINGS:
+                    if framing == 'wide' and name != 'astronaut': continue
+                    d = out / framing
+                    for sub, img in (('in', stained), ('clean', photo), ('mask', mask3)):
+                        (d / sub).mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(framed(img, framing, M)).save(d / sub / f'{stem}.png')
+                    if framing == 'crop':                    # a `prepare` crop keeps its landmarks beside it
+                        atomic_write_json(d / 'in' / f'{stem}.json', {'landmarks': {q: [round(v, 2) for v in p] for q, p in transform_points(M, lm).items()},
+                                                                     'size': [256, 256]})
                 n += 1
+    atomic_write_json(out / 'done.json', {'stains': n})
     return n
+
+
+def pooled_by_photo(d: Path) -> dict:
+    "Pooled clearance of each photograph's stains in framing folder `d` (in/, clean/, mask/, pred/), scored apart."
+    out = {}
+    for name, _ in _sample_photos():
+        with tempfile.TemporaryDirectory() as tmp:
+            for sub in ('in', 'clean', 'mask', 'pred'):
+                (Path(tmp) / sub).mkdir()
+                for f in (d / sub).glob(f'{name}_*'): shutil.copy(f, Path(tmp) / sub / f.name)
+            if not any((Path(tmp) / 'in').glob('*.png')): continue
+            m = evaluate_folder(Path(tmp) / 'pred', Path(tmp) / 'in', Path(tmp) / 'clean', Path(tmp) / 'mask', Path(tmp) / 'report', fid=False, n_grid=0)
+            out[name] = round(m['clearance_pct_pooled'], 1)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--run', required=True, help='a removal run folder (e.g. demo/run)')
     ap.add_argument('--out', default='whole_photos')
+    ap.add_argument('--stains', type=int, default=10, help='stains of each model per photograph')
+    ap.add_argument('--seed', type=int, default=42, help='draw of stains')
     ap.add_argument('--json', default=None)
     a = ap.parse_args()
     out = Path(a.out)
-    n = write_set(out)
-    t0 = time.time()
-    translate_folder(a.run, out / 'in', out / 'pred', 'B2A')
-    seconds = time.time() - t0
-    m = evaluate_folder(out / 'pred', out / 'in', out / 'clean', out / 'mask', out / 'report', fid=False)
-    rows = [l.split(',') for l in (out / 'report' / 'per_image.csv').read_text().splitlines()]
-    col = rows[0].index('clearance_pct')
-    res = {'images': n, 'translate_seconds': round(seconds, 1), 'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
-           'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
-           'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1),
-           'per_image_clearance_pct': {r[0]: round(float(r[col]), 1) for r in rows[1:]}}
-    print(json.dumps(res, indent=1))
-    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+    res = {'stains': write_set(out, a.stains, a.seed), 'seed': a.seed, 'framings': {}}
+    for framing in FRAMINGS:
+        d = out / framing
+        t0 = time.time()
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('always')
+            r = translate_folder(a.run, d / 'in', d / 'pred', 'B2A')
+        seconds = time.time() - t0
+        m = evaluate_folder(d / 'pred', d / 'in', d / 'clean', d / 'mask', d / 'report', fid=False)
+        res['framings'][framing] = {
+            'images': m['n_images'], 'translate_seconds': round(seconds, 1),
+            'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
+            'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
+            'clearance_pct_median': round(m['clearance_pct_median'], 1),
+            'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1),
+            'face_unsure': sum('found with confidence' in str(w.message) for w in ws),   # taken below MTCNN's 0.9, with a warning
+            'no_face': len(r['no_face_files']) + sum('no face found; assuming' in str(w.message) for w in ws),
+            'clearance_pct_pooled_by_photo': pooled_by_photo(d), 'worst': m.get('worst', [])[:3]}
+        f = res['framings'][framing]
+        print(f"{framing:8s} {f['images']:3d} photos  clearance {f['clearance_pct_pooled']:5.1f}% "
+              f"({f['clearance_pct_pooled_ci95'][0]}-{f['clearance_pct_pooled_ci95'][1]})  median {f['clearance_pct_median']:5.1f}%  "
+              f"PSNR outside {f['psnr_outside_lesion_db_pooled']:5.1f} dB  faces found unsure / not found: {f['face_unsure']} / {f['no_face']}  "
+              f"per photo: {', '.join(f'{k} {v}%' for k, v in f['clearance_pct_pooled_by_photo'].items())}", flush=True)
+    if a.json: atomic_write_json(a.json, res)
 
 
 if __name__ == '__main__':
