@@ -29,7 +29,7 @@ from .export import export_generators
 # %% auto #0
 __all__ = ['PSNR_CAP_DB', 'GRADE_NAMES', 'EXPLAIN', 'HEADLINE', 'TREAT_HEADLINE', 'TREAT_EXPLAIN', 'SET_KEYS', 'match_files',
            'image_metrics', 'summarise', 'read_mask', 'face_region', 'pooled_summary', 'evaluate_folder',
-           'amplified_change', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'face_change',
+           'amplified_change', 'lesion_box', 'pair_lesion', 'fit_blend_baseline', 'evaluate_treatment', 'face_change',
            'healthy_change', 'evaluate_run']
 
 # %% ../nbs/23_evaluate.ipynb #985083a1
@@ -217,6 +217,18 @@ def amplified_change(a: Image.Image, b: Image.Image, gain: float = 4.0) -> Image
     d = np.abs(np.asarray(a, np.int16) - np.asarray(b.resize(a.size), np.int16)) * gain
     return Image.fromarray(np.clip(d, 0, 255).astype(np.uint8))
 
+def lesion_box(lesion: Tensor, ring: Tensor, least: int = 256, context: float = 2.0, most: float = 0.7) -> Optional[tuple[int, int, int, int]]:
+    "A square (left, top, right, bottom) around `lesion` and its `ring` (bool (1,1,H,W)): `context` times their extent, `least` pixels or more; None when that is most of the image."
+    m = (lesion.bool() | ring.bool())[0, 0]
+    H, W = m.shape
+    if not m.any(): return None
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    side = max(least, round(context * max(int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1)))
+    if side >= most * min(H, W): return None                   # a face crop: shown whole
+    left = min(max(round(float(xs.min() + xs.max()) / 2 - side / 2), 0), W - side)
+    top = min(max(round(float(ys.min() + ys.max()) / 2 - side / 2), 0), H - side)
+    return left, top, left + side, top + side
+
 def _grid(items, rows, n_grid: int, cell: int = 256) -> Optional[Image.Image]:
     "Input/prediction/ground truth/change/regions grid of up to `n_grid` images spread over the clearance ranking, worst first."
     if n_grid <= 0: return None
@@ -231,8 +243,11 @@ def _grid(items, rows, n_grid: int, cell: int = 256) -> Optional[Image.Image]:
         ims = [orig, _resized(read_image(it['pred']), orig.size)]
         if 'clean' in it: ims.append(read_image(it['clean']))
         ims += [amplified_change(ims[1], orig), outline(orig, lesion, ring)]
+        box = lesion_box(lesion, ring, least=cell)               # a whole photograph: the face would be a few pixels
+        if box is not None: ims = [im.crop(box) for im in ims]
         pct = r['clearance_pct']
-        label = f"{it['orig'].name}: clearance {'n/a (no visible lesion)' if math.isnan(pct) else f'{pct:.0f}%'}, grade {r['grade']}"
+        label = (f"{it['orig'].name}: clearance {'n/a (no visible lesion)' if math.isnan(pct) else f'{pct:.0f}%'}, grade {r['grade']}"
+                 + (f", zoomed: the {box[2] - box[0]} px around the lesion" if box is not None else ''))
         out.append({'label': label, 'images': ims})
     return make_grid(out, titles, cell)
 
