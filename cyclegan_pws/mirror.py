@@ -21,10 +21,10 @@ from .faces import align_matrix
 
 # %% auto #0
 __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH_SIDES', 'MIXED', 'PIXELS_PER_SAMPLE', 'K_SPREAD',
-           'ALIKE', 'DETAIL_SCALE', 'STAIN_LIKE', 'face_axes', 'face_coords', 'mirror_grid', 'mirror', 'face_oval',
-           'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour', 'robust_slope',
-           'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts', 'crop_side',
-           'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
+           'ALIKE', 'DETAIL_SCALE', 'STAIN_LIKE', 'GREEN_TAKEN', 'face_axes', 'face_coords', 'mirror_grid', 'mirror',
+           'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur', 'light_tint', 'StainColour',
+           'robust_slope', 'fit_stain_colour', 'denoised_density', 'part_density', 'stain_likeness', 'region_parts',
+           'crop_side', 'face_box', 'stain_layer', 'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -233,11 +233,12 @@ def _at(x: Tensor, lm: dict, height: int) -> tuple[Tensor, dict]:
     xs = F.interpolate(x, size=(height, max(1, round(W * height / H))), mode='bilinear', antialias=True, align_corners=False)
     return xs, scale_landmarks(lm, height / H)
 
-STAIN_LIKE = 0.5   # a part whose colour has a lower cosine with a typical stain's is not a stain: left alone
+STAIN_LIKE = 0.2   # a part whose colour takes green away less than this (a cosine) is not a stain: left alone
+GREEN_TAKEN = chroma(torch.tensor([0., -1., 0.]).view(1, 3, 1, 1))   # haemoglobin absorbs green most: a stain's chroma points here
 
 def stain_likeness(colour: StainColour) -> float:
-    "Cosine between a fitted colour and a typical port-wine stain's, in chroma: 1 = the same hue."
-    return float(F.cosine_similarity(colour.direction.flatten(), chroma(STAIN_PRIOR).to(colour.direction).flatten(), dim=0))
+    "Cosine, in chroma, between a fitted colour and green taken away from red and blue alike: 1 = a pure haemoglobin-like shift, < 0 = yellower or greener than the skin."
+    return float(F.cosine_similarity(colour.direction.flatten(), GREEN_TAKEN.to(colour.direction).flatten(), dim=0))
 
 def region_parts(alpha: Tensor, min_pixels: int = 16) -> tuple[Tensor, int]:
     "(labels (1,1,h,w) long, count): the connected parts (8-neighbours) of region `alpha` (1,1,h,w), specks under `min_pixels` as 0."

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 import kornia
 
 from .io import UserError, atomic_write_json, image_files, read_image, save_image
 
 # %% auto #0
 __all__ = ['ANCHORS', 'landmark_frame', 'smooth_noise', 'gauss_blur', 'skin_weight', 'draw_stain', 'write_unseen_set',
-           'write_photo_set']
+           'paint_stain', 'write_photo_set']
 
 # %% ../nbs/06_unseen_stains.ipynb #d930cba1
 ANCHORS = {  # (u, v) of places a stain often starts, on the image-right side (mirrored for the left)
@@ -135,8 +135,9 @@ def draw_stain(image, landmarks: dict, rng, side=None, strength: float = 1.0) ->
     return out, mask.astype(np.float32)
 
 # %% ../nbs/06_unseen_stains.ipynb #75d152b5
-def write_unseen_set(clean_dir, out, seed: int = 0) -> dict:
-    "Stain every clean face of `clean_dir` (with `<stem>.json` landmarks) with `draw_stain` into `out/testB`, `out/testB_clean`, `out/testB_mask`."
+def write_unseen_set(clean_dir, out, seed: int = 0, draw=None) -> dict:
+    "Stain every clean face of `clean_dir` (with `<stem>.json` landmarks) with `draw` (default `draw_stain`) into `out/testB`, `out/testB_clean`, `out/testB_mask`."
+    draw = draw or draw_stain
     clean_dir, out = Path(clean_dir), Path(out)
     faces = [p for p in image_files(clean_dir) if p.with_suffix('.json').exists()]
     if not faces: raise UserError(f'{clean_dir}: no face with its landmarks (<name>.json beside <name>.png); write the dataset with `cyclegan-pws synth`')
@@ -146,12 +147,44 @@ def write_unseen_set(clean_dir, out, seed: int = 0) -> dict:
         if all(f.exists() for f in files): continue
         img = np.asarray(read_image(p))
         lm = json.loads(p.with_suffix('.json').read_text())['landmarks']
-        stained, mask = draw_stain(img, lm, np.random.default_rng([seed, i, 0x5EE]))
+        stained, mask = draw(img, lm, np.random.default_rng([seed, i, 0x5EE]))
         save_image(Image.fromarray(stained), files[0]); save_image(Image.fromarray(img), files[1])
         save_image(Image.fromarray(np.round(mask * 255).astype(np.uint8), 'L'), files[2])
         atomic_write_json(files[0].with_suffix('.json'), {'landmarks': lm})
         written += 1
     return {'faces': len(faces), 'written': written, 'out': str(out)}
+
+# %% ../nbs/06_unseen_stains.ipynb #1c8493b3
+def paint_stain(image, landmarks: dict, rng) -> tuple[np.ndarray, np.ndarray]:
+    "A stain painted over a face crop with five landmarks: a wine colour blended in sRGB inside feathered ellipses on one side; (stained uint8 HxWx3, mask float32 HxW in [0, 1])."
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    img = np.asarray(image, np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3: raise UserError(f'paint_stain: expected an RGB uint8 image (H, W, 3), got {img.shape}')
+    h, w = img.shape[:2]
+    try: le, re, ml, mr = (np.asarray(landmarks[k], float) for k in ('left_eye', 'right_eye', 'mouth_left', 'mouth_right'))
+    except KeyError as e: raise UserError(f'landmarks lack {e}; give left_eye, right_eye, mouth_left, mouth_right as (x, y) pixels') from None
+    eyes, mouth = (le + re) / 2, (ml + mr) / 2
+    de, dm = np.linalg.norm(re - le), np.linalg.norm(mouth - eyes)
+    if de < 2 or dm < 2: raise UserError(f'landmarks {landmarks} are degenerate (eyes or eye-to-mouth under 2 px); check them')
+    lat, down = (re - le) / de, (mouth - eyes) / dm
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    centre = eyes + 0.5 * dm * down                                 # the face: an oval of its own, brow to chin, cheek to cheek
+    pu = ((xs - centre[0]) * lat[0] + (ys - centre[1]) * lat[1]) / de
+    pv = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / (1.6 * dm)
+    face = np.clip(8 * (1 - pu ** 2 - pv ** 2), 0, 1)
+    side = rng.choice([-1, 1])
+    for _ in range(20):   # a stain that misses the face (all of it beyond the oval) is painted again
+        shapes = Image.new('L', (w, h), 0); pen = ImageDraw.Draw(shapes)
+        cu, cv = rng.uniform(0.3, 0.8), rng.uniform(-0.8, 1.3)      # across in eye distances, down in eye-to-mouth distances
+        for _ in range(rng.integers(3, 9)):
+            c = eyes + side * abs(cu + rng.normal(0, 0.2)) * de * lat + (cv + rng.normal(0, 0.3)) * dm * down
+            rx, ry = de * rng.uniform(0.15, 0.55), de * rng.uniform(0.15, 0.55)
+            pen.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
+        mask = np.asarray(shapes.filter(ImageFilter.GaussianBlur(float(de * rng.uniform(0.03, 0.12)))), np.float64) / 255 * face
+        if (mask > 0.5).sum() > 0.004 * h * w: break
+    wine = np.array([rng.uniform(120, 200), rng.uniform(20, 70), rng.uniform(50, 120)])
+    opacity = rng.uniform(0.2, 0.55) * mask[..., None]
+    return np.clip(np.round((1 - opacity) * img + opacity * wine), 0, 255).astype(np.uint8), mask.astype(np.float32)
 
 # %% ../nbs/06_unseen_stains.ipynb #d334c786
 def _sample_photos() -> list[tuple[str, np.ndarray]]:
@@ -161,8 +194,8 @@ def _sample_photos() -> list[tuple[str, np.ndarray]]:
     hopper = np.asarray(Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg')).convert('RGB'))
     return [('astronaut', skimage.data.astronaut()), ('grace_hopper', hopper)]
 
-def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0) -> dict:
-    "Face crops (as `prepare` makes them) of two real photos, each with `n` stains of `05_synth`'s model and `n` of this one: testB/, testB_clean/, testB_mask/ under `out`; the clean crops in testA/."
+def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0, models=('synth', 'unseen')) -> dict:
+    "Face crops (as `prepare` makes them) of two real photos, each with `n` stains of each of `models` (`05_synth`'s, this notebook's, 'painted'): testB/, testB_clean/, testB_mask/ under `out`; the clean crops in testA/."
     from cyclegan_pws.faces import FaceConfig, crop_face
     from cyclegan_pws.synth import synthesize_pws
     out, written = Path(out), 0
@@ -172,15 +205,16 @@ def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0) -> dict:
         healthy = out / 'testA' / f'{name}.png'
         if not healthy.exists():
             save_image(crop.image, healthy); atomic_write_json(healthy.with_suffix('.json'), crop.landmarks_json())
-        for model in ('synth', 'unseen'):
+        for model in models:
             for k in range(n):
                 stem = f'{name}_{model}_{k:02d}'
                 files = [out / d / f'{stem}.png' for d in ('testB', 'testB_clean', 'testB_mask')]
                 if all(f.exists() for f in files): continue
-                rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'])
-                stained, mask = synthesize_pws(img, lm, rng)[:2] if model == 'synth' else draw_stain(img, lm, rng)
+                rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'] + [0xBA1] * (model == 'painted'))
+                draw = {'synth': lambda *a: synthesize_pws(*a)[:2], 'unseen': draw_stain, 'painted': paint_stain}[model]
+                stained, mask = draw(img, lm, rng)
                 save_image(Image.fromarray(stained), files[0]); save_image(crop.image, files[1])
                 save_image(Image.fromarray(np.round(mask * 255).astype(np.uint8), 'L'), files[2])
                 atomic_write_json(files[0].with_suffix('.json'), crop.landmarks_json())
                 written += 1
-    return {'images': 4 * n, 'written': written, 'out': str(out)}
+    return {'images': 2 * len(models) * n, 'written': written, 'out': str(out)}
