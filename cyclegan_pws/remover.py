@@ -117,7 +117,7 @@ def found_stains(faces: FaceDataset, threshold: float = 0.06, limit: Optional[in
         x, lm = item['image'][None].float() / 255, landmark_dict(item['landmarks'])
         region = asymmetry_region(x, lm, threshold)
         if region.sum() < 4: out.append((0.0, None, item['landmarks'])); continue
-        layer, _ = stain_layer(x, region, lm)
+        layer, _ = stain_layer(x, region, lm, typical=True)     # what the network learns from: stains of a typical hue
         out.append((float(layer.norm(dim=1).mean()), layer, item['landmarks']))
     return out
 
