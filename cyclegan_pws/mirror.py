@@ -295,7 +295,8 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int, typical: bool = F
         part = (labels == i).to(x)
         if part.sum() == 0: continue
         colour = fit_stain_colour(xs, part, lms, whole=whole)
-        if typical_hue(colour) if typical else stain_likeness(colour) >= STAIN_LIKE: parts.append((i, colour, float(part.sum())))
+        stain_like = typical_hue(colour) if typical else stain_likeness(colour) >= STAIN_LIKE
+        if stain_like: parts.append((i, colour, float(part.sum())))
     measured = [(c.k / float(c.direction.norm()), size) for _, c, size in parts if c.measured]   # darkening per unit of chroma
     z, zm, am, skin = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)
