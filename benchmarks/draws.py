@@ -3,14 +3,15 @@
 The README's headline is one draw of 45 held-out faces, 45 stains of the unseen model and 40 photo stains, and a
 pooled clearance is moved a lot by its few largest stains. This benchmark writes more draws with the demo's settings
 (`write_synthetic_dataset` with another seed, its own unseen-model stains and photo stains, as `cyclegan-pws demo`
-writes its own; and stains of a third model, `paint_stain`, a wine colour painted over the skin, on the same held-out
-faces and on the photographs) and scores the same network on each, with the code behind `cyclegan-pws translate` and `evaluate`.
-It prints every draw, then per set the mean, lowest and highest pooled clearance over the draws and how many draws
-meet the removal issue's targets (85% on held-out faces and on the unseen model, 70% on photographs, 35 dB outside
-the lesion; the painted stains are held to the same). Seed 0 is the demo's own draw. Only the test faces are scored; the draws' training faces are written (the same call makes both) and
-never used.
+writes its own; and stains of a third model, `paint_stain`, a wine colour painted over the skin, on the same
+held-out faces and on the photographs) and scores the same network on each, with the code behind
+`cyclegan-pws translate` and `evaluate`. It prints every draw, then per set the mean, lowest and highest pooled
+clearance over the draws and how many draws meet the removal issue's targets (85% on held-out faces and on the
+unseen model, 70% on photographs, 35 dB outside the lesion; the painted stains are held to the same). Seed 0 is the
+demo's own draw. Only the test faces are scored; the draws' training faces are written (the same call makes both)
+and never used.
 
-    python benchmarks/draws.py --run demo/run --seeds 11 12 13 14 15 16 --out /tmp/draws --json draws.json
+    python benchmarks/draws.py --run demo/run --seeds 0 11 12 13 14 15 16 --out /tmp/draws --json draws.json
 
 A draw already written under `--out` is reused, so a stopped run continues where it was.
 """
