@@ -161,26 +161,17 @@ def paint_stain(image, landmarks: dict, rng) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image, np.uint8)
     if img.ndim != 3 or img.shape[2] != 3: raise UserError(f'paint_stain: expected an RGB uint8 image (H, W, 3), got {img.shape}')
     h, w = img.shape[:2]
-    try: le, re, ml, mr = (np.asarray(landmarks[k], float) for k in ('left_eye', 'right_eye', 'mouth_left', 'mouth_right'))
-    except KeyError as e: raise UserError(f'landmarks lack {e}; give left_eye, right_eye, mouth_left, mouth_right as (x, y) pixels') from None
-    eyes, mouth = (le + re) / 2, (ml + mr) / 2
-    de, dm = np.linalg.norm(re - le), np.linalg.norm(mouth - eyes)
-    if de < 2 or dm < 2: raise UserError(f'landmarks {landmarks} are degenerate (eyes or eye-to-mouth under 2 px); check them')
-    lat, down = (re - le) / de, (mouth - eyes) / dm
-    ys, xs = np.mgrid[0:h, 0:w] + 0.5
-    centre = eyes + 0.5 * dm * down                                 # the face: an oval of its own, brow to chin, cheek to cheek
-    pu = ((xs - centre[0]) * lat[0] + (ys - centre[1]) * lat[1]) / de
-    pv = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / (1.6 * dm)
-    face = np.clip(8 * (1 - pu ** 2 - pv ** 2), 0, 1)
+    fr = landmark_frame(landmarks, h, w)
+    face = np.clip(8 * (1 - fr['u'] ** 2 - ((fr['v'] - 0.5) / 1.6) ** 2), 0, 1)   # an oval of its own, brow to chin, cheek to cheek
     side = rng.choice([-1, 1])
     for _ in range(20):   # a stain that misses the face (all of it beyond the oval) is painted again
         shapes = Image.new('L', (w, h), 0); pen = ImageDraw.Draw(shapes)
         cu, cv = rng.uniform(0.3, 0.8), rng.uniform(-0.8, 1.3)      # across in eye distances, down in eye-to-mouth distances
         for _ in range(rng.integers(3, 9)):
-            c = eyes + side * abs(cu + rng.normal(0, 0.2)) * de * lat + (cv + rng.normal(0, 0.3)) * dm * down
-            rx, ry = de * rng.uniform(0.15, 0.55), de * rng.uniform(0.15, 0.55)
+            c = _to_px(fr, side * abs(cu + rng.normal(0, 0.2)), cv + rng.normal(0, 0.3))
+            rx, ry = fr['de'] * rng.uniform(0.15, 0.55), fr['de'] * rng.uniform(0.15, 0.55)
             pen.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=255)
-        mask = np.asarray(shapes.filter(ImageFilter.GaussianBlur(float(de * rng.uniform(0.03, 0.12)))), np.float64) / 255 * face
+        mask = np.asarray(shapes.filter(ImageFilter.GaussianBlur(float(fr['de'] * rng.uniform(0.03, 0.12)))), np.float64) / 255 * face
         if (mask > 0.5).sum() > 0.004 * h * w: break
     wine = np.array([rng.uniform(120, 200), rng.uniform(20, 70), rng.uniform(50, 120)])
     opacity = rng.uniform(0.2, 0.55) * mask[..., None]
