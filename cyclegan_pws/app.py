@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_app.ipynb #c6d4aef9
 from __future__ import annotations
-import atexit, dataclasses, ipaddress, math, os, shutil, tempfile
+import atexit, ipaddress, math, os, shutil, tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -16,7 +16,7 @@ from .io import ImageError, UserError, read_image
 from .faces import FaceConfig, FaceRejected, crop_face
 from .data import to_tensor, to_pil
 from .metrics import clearance, estimate_lesion_mask, image_tensor, change_outside, looks_damaged
-from .predict import STAINED_FACE_CONFIDENCE, load_predictor
+from .predict import load_predictor
 from .dose_response import DoseLooks
 from .report import png_uri
 
@@ -60,17 +60,14 @@ UNSURE_FACE = ('The face was found with low confidence (a dark stain over the ey
                'shows the whole face, level, before relying on the result.')
 
 def _crop(photo: Image.Image, face: FaceConfig):
-    "(face crop, unsure): the face MTCNN is sure of, else (a stain over the eyes lowers its score) one it scores `STAINED_FACE_CONFIDENCE` or more."
-    try: return crop_face(photo, face), False
-    except FaceRejected as e:
-        if e.reason != 'no-face': raise PhotoError(e.reason, PHOTO_MESSAGES.get(e.reason, str(e))) from None
-    try: return crop_face(photo, dataclasses.replace(face, min_confidence=min(face.min_confidence, STAINED_FACE_CONFIDENCE))), True
+    "The face crop of `photo`, or a `PhotoError` saying, in the patient's words, why there is none."
+    try: return crop_face(photo, face)
     except FaceRejected as e: raise PhotoError(e.reason, PHOTO_MESSAGES.get(e.reason, str(e))) from None
 
 def process_photo(image, remove: Callable, treat: Optional[Callable] = None, sessions: Sequence[float] = (1, 5, 10),
                   face: FaceConfig = FaceConfig(size=256)) -> dict:
     "Face crop, stain removed by `remove`, measured clearance % and grade, how much changed outside the stain, and `treat`'s look after each of `sessions`."
-    crop, unsure = _crop(load_photo(image), face)
+    crop = _crop(load_photo(image), face)
     before = to_tensor(crop.image)
     afters = [remove(before, crop.landmarks)]
     looks = treat.at_sessions(before, crop.landmarks, list(sessions)) if isinstance(treat, DoseLooks) else None
@@ -81,7 +78,7 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
                   lesion.expand(len(afters), -1, -1, -1))
     pct, grade = c['clearance_pct'].tolist(), c['grade'].tolist()
     change = change_outside(image_tensor(before), image_tensor(afters[0]), lesion)
-    return dict(crop=crop.image, face_unsure=unsure, removed=to_pil(afters[0]), clearance_pct=pct[0], grade=grade[0],
+    return dict(crop=crop.image, face_unsure=crop.unsure, removed=to_pil(afters[0]), clearance_pct=pct[0], grade=grade[0],
                 changed_outside_pct=float(change['changed_outside_pct'][0]), psnr_outside_db=float(change['psnr_outside_db'][0]),
                 damaged=bool(looks_damaged(change)[0]),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),

@@ -15,8 +15,8 @@ from .io import (ImageError, Manifest, MissingInput, UserError, atomic_write_jso
                              read_image, save_image)
 
 # %% auto #0
-__all__ = ['LANDMARK_KEYS', 'MANIFEST_NAME', 'Face', 'detect_faces', 'FaceConfig', 'FaceRejected', 'pick_face', 'align_matrix',
-           'transform_points', 'warp_crop', 'sharpness', 'FaceCrop', 'crop_face', 'prepare_folder']
+__all__ = ['LANDMARK_KEYS', 'MANIFEST_NAME', 'Face', 'detect_faces', 'FaceConfig', 'FaceRejected', 'pick_face', 'find_face',
+           'align_matrix', 'transform_points', 'warp_crop', 'sharpness', 'FaceCrop', 'crop_face', 'prepare_folder']
 
 # %% ../nbs/03_faces.ipynb #cfdec4d0
 LANDMARK_KEYS = ('left_eye', 'right_eye', 'nose', 'mouth_left', 'mouth_right')
@@ -76,6 +76,7 @@ class FaceConfig:
     min_face: float = 48.0          # face box side in source pixels below which the photo is too small
     min_sharpness: float = 40.0     # variance of the Laplacian of the crop's centre (see `sharpness`)
     max_side: int = 1024            # detection runs on a copy at most this large
+    stained_confidence: float = 0.8 # no face reaches min_confidence: one from this score up is taken, as unsure (a stain over the eyes)
 
 class FaceRejected(ImageError):
     "No usable face in a photo; `.reason` is one of no-face, multi-face-ambiguous, too-small, too-blurry."
@@ -94,6 +95,13 @@ def pick_face(faces: list[Face], cfg: FaceConfig = FaceConfig()) -> Face:
     if main.size < cfg.min_face:
         raise FaceRejected('too-small', f'face is {main.size:.0f} px, below min_face={cfg.min_face:.0f} px')
     return main
+
+def find_face(faces: list[Face], cfg: FaceConfig = FaceConfig()) -> tuple[Face, bool]:
+    "(face, unsure): `pick_face`'s pick, else, when no face reaches `min_confidence`, its pick among faces scoring `stained_confidence` or more."
+    try: return pick_face(faces, cfg), False
+    except FaceRejected as e:
+        if e.reason != 'no-face' or cfg.stained_confidence >= cfg.min_confidence: raise
+    return pick_face(faces, replace(cfg, min_confidence=cfg.stained_confidence)), True
 
 # %% ../nbs/03_faces.ipynb #8b8e5a19
 def align_matrix(landmarks: dict, size: int = 256, margin: float = 1.0) -> np.ndarray:
@@ -146,6 +154,7 @@ class FaceCrop:
     face: Face
     sharpness: float
     matrix: np.ndarray  # 2x3 source->crop
+    unsure: bool = False  # the face scored under `min_confidence` (`find_face`): check the crop
 
     def landmarks_json(self) -> dict:
         "The shared landmark record saved next to every crop (`<stem>.json`)."
@@ -155,13 +164,13 @@ class FaceCrop:
 def crop_face(img, cfg: FaceConfig = FaceConfig()) -> FaceCrop:
     "Detect, pick, align and quality-check the face in an RGB photo; raises `FaceRejected` with a reason."
     im = _as_pil(img)
-    face = pick_face(detect_faces(im, cfg.max_side), cfg)
+    face, unsure = find_face(detect_faces(im, cfg.max_side), cfg)
     M = align_matrix(face.landmarks, cfg.size, cfg.margin)
     crop = warp_crop(im, M, cfg.size)
     s = sharpness(crop)
     if s < cfg.min_sharpness:
         raise FaceRejected('too-blurry', f'sharpness {s:.1f} < min_sharpness={cfg.min_sharpness:g} (variance of Laplacian)')
-    return FaceCrop(crop, transform_points(M, face.landmarks), face, s, M)
+    return FaceCrop(crop, transform_points(M, face.landmarks), face, s, M, unsure)
 
 # %% ../nbs/03_faces.ipynb #c5b55ecd
 MANIFEST_NAME = 'prepare_manifest.jsonl'
@@ -201,6 +210,6 @@ def prepare_folder(inp, out, size: int = 256, cfg: FaceConfig | None = None, rec
         save_image(c.image, out / f'{stem}.png')
         atomic_write_json(out / f'{stem}.json', c.landmarks_json())
         man.append({'file': key, 'status': 'ok', 'reason': '', 'out': f'{stem}.png',
-                    'confidence': round(c.face.confidence, 4), 'sharpness': round(c.sharpness, 1)})
+                    'confidence': round(c.face.confidence, 4), 'sharpness': round(c.sharpness, 1), 'unsure': c.unsure})
         counts['ok'] += 1
     return counts

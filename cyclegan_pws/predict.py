@@ -24,9 +24,9 @@ from .treatment import DoseGenerator
 from .dose_response import DoseLooks, is_looks_run, read_looks
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'STAINED_FACE_CONFIDENCE', 'restore_size', 'predict_at_size', 'generator', 'Translator',
-           'face_landmarks', 'StainRemover', 'TreatmentPredictor', 'load_predictor', 'removal_run', 'translate_folder',
-           'changed_outside_stain', 'dose_tag', 'parse_doses', 'look_name', 'predict_folder']
+__all__ = ['DIRECTIONS', 'restore_size', 'predict_at_size', 'generator', 'Translator', 'face_landmarks', 'StainRemover',
+           'TreatmentPredictor', 'load_predictor', 'removal_run', 'translate_folder', 'changed_outside_stain',
+           'dose_tag', 'parse_doses', 'look_name', 'predict_folder']
 
 # %% ../nbs/20_predict.ipynb #bd6e359b
 def restore_size(orig: Tensor, small_in: Tensor, small_out: Tensor) -> Tensor:
@@ -71,24 +71,20 @@ class Translator:
         return predict_at_size(self.net, images, self.size, self.device)
 
 # %% ../nbs/20_predict.ipynb #0efb8efa
-STAINED_FACE_CONFIDENCE = 0.8   # MTCNN's score of a face with a dark stain over its eyes: 0.87 where a clean one scores 1.00
-
 def face_landmarks(image: Tensor, path=None) -> dict:
     "The five landmarks of a uint8 (3,H,W) face photo: from `<stem>.json` beside `path`, else MTCNN, else (a square image) a centred crop's."
     lm = read_landmarks(path) if path is not None else None
     if lm is not None: return lm
     H, W = image.shape[-2:]
     try:
-        from cyclegan_pws.faces import FaceConfig, detect_faces, pick_face
-        faces = detect_faces(image.permute(1, 2, 0).numpy())
-        sure = [f for f in faces if f.confidence >= 0.9]
-        if sure: return sure[0].landmarks
-        try: face = pick_face(faces, FaceConfig(min_confidence=STAINED_FACE_CONFIDENCE))
-        except FaceRejected: face = None
-        if face is not None:
-            warnings.warn(f'{path or "image"}: the face was found with confidence {face.confidence:.2f} only (a stain over the eyes '
-                          'lowers it); check the result, or give its five landmarks in <stem>.json beside it')
-            return face.landmarks
+        from cyclegan_pws.faces import detect_faces, find_face
+        face, unsure = find_face(detect_faces(image.permute(1, 2, 0).numpy()))
+        if unsure: warnings.warn(f'{path or "image"}: the face was found with confidence {face.confidence:.2f} only (a stain over the eyes '
+                                 'lowers it); check the result, or give its five landmarks in <stem>.json beside it')
+        return face.landmarks
+    except FaceRejected as e:   # of two faces alike, which is the patient's is not for us to guess; a tiny one is as none
+        if e.reason == 'multi-face-ambiguous':
+            raise FaceRejected(e.reason, f'{path or "image"}: {e.detail}, or give its five landmarks in <stem>.json beside it') from None
     except UserError: pass   # the detector is not installed
     if not is_square(H, W):   # not a `prepare` crop: a guess would put the mirror in the wrong place
         raise FaceRejected('no-face', f'{path or "image"}: no face found in this {W}x{H} photo; crop it with `cyclegan-pws prepare`, '
