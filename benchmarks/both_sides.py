@@ -4,8 +4,8 @@ A port-wine stain is usually on one side of the face, and the remover measures a
 other side. Where both sides are stained it has no clean mirror to measure the stain's darkening on and falls
 back on the skin around and on a typical stain's darkening. This benchmark makes such stains from a test set of
 the demo's (`demo/data`, `demo/unseen_stains`): each test stain is added again as its own mirror image, on the
-same clean face, so every stain lies on both sides. It runs `translate_folder` (the code behind `cyclegan-pws
-translate`) and scores the results against the clean faces with `evaluate_folder`. It scores the colour model
+same clean face, so every stain lies on both sides. It scores them as `draws.py` scores a draw: `translate_folder`
+(the code behind `cyclegan-pws translate`), then `evaluate_folder` against the clean faces. It scores the colour model
 once more with the true lesion (the stain and its mirror) as the region, which splits what is lost between the
 network that finds the stain and the colour model that takes it away.
 
@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from cyclegan_pws.data import read_image, to_tensor
-from cyclegan_pws.evaluate import evaluate_folder, face_region, read_mask
+from cyclegan_pws.evaluate import face_region, read_mask
 from cyclegan_pws.metrics import bootstrap_clearance, pooled_clearance, removal_sums
 from cyclegan_pws.mirror import from_log, mirror, remove_stain, to_log
-from cyclegan_pws.predict import translate_folder
+
+from draws import score   # translate and evaluate one test set, as the draws are scored
 
 
 def both_sides(stained: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, lm: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,14 +77,8 @@ def main():
         out = Path(a.out) / s.name
         n = write_set(s, out)
         t0 = time.time()
-        translate_folder(a.run, out / 'testB', out / 'pred', 'B2A')
-        seconds = time.time() - t0
-        m = evaluate_folder(out / 'pred', out / 'testB', out / 'testB_clean', out / 'testB_mask', out / 'report', fid=False)
-        res[s.name] = {'images': n, 'translate_seconds': round(seconds, 1), 'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
-                       'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
-                       'clearance_pct_median': round(m['clearance_pct_median'], 1),
-                       'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1),
-                       'worst': m.get('worst', [])[:3], 'true_region': with_true_region(out)}
+        r = score(Path(a.run), out, out)
+        res[s.name] = r | {'images': n, 'seconds': round(time.time() - t0, 1), 'true_region': with_true_region(out)}
     print(json.dumps(res, indent=1))
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
 

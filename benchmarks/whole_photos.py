@@ -14,15 +14,16 @@ pooled number leans towards her face and the crops' does not).
 
     python benchmarks/whole_photos.py --run demo/run --out /tmp/whole_photos --json whole_photos.json
 """
-import argparse, json, shutil, tempfile, time, warnings
+import argparse, json, time, warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cyclegan_pws.evaluate import evaluate_folder
+from cyclegan_pws.evaluate import evaluate_folder, read_mask
 from cyclegan_pws.faces import align_matrix, detect_faces, transform_points, warp_crop
-from cyclegan_pws.io import atomic_write_json
+from cyclegan_pws.io import atomic_write_json, read_image
+from cyclegan_pws.metrics import image_tensor, pooled_clearance, removal_sums
 from cyclegan_pws.predict import translate_folder
 from cyclegan_pws.synth import synthesize_pws
 from cyclegan_pws.unseen_stains import _sample_photos, draw_stain
@@ -69,16 +70,14 @@ def write_set(out: Path, stains: int = 10, seed: int = 42) -> int:
 
 def pooled_by_photo(d: Path) -> dict:
     "Pooled clearance of each photograph's stains in framing folder `d` (in/, clean/, mask/, pred/), scored apart."
-    out = {}
-    for name, _ in _sample_photos():
-        with tempfile.TemporaryDirectory() as tmp:
-            for sub in ('in', 'clean', 'mask', 'pred'):
-                (Path(tmp) / sub).mkdir()
-                for f in (d / sub).glob(f'{name}_*'): shutil.copy(f, Path(tmp) / sub / f.name)
-            if not any((Path(tmp) / 'in').glob('*.png')): continue
-            m = evaluate_folder(Path(tmp) / 'pred', Path(tmp) / 'in', Path(tmp) / 'clean', Path(tmp) / 'mask', Path(tmp) / 'report', fid=False, n_grid=0)
-            out[name] = round(m['clearance_pct_pooled'], 1)
-    return out
+    names, before, after = [n for n, _ in _sample_photos()], {}, {}
+    for f in sorted((d / 'in').glob('*.png')):
+        name = next((n for n in names if f.stem.startswith(f'{n}_')), None)
+        if name is None: continue
+        x, y, clean = (image_tensor(read_image(d / sub / f.name)) for sub in ('in', 'pred', 'clean'))
+        s = removal_sums(y, x, clean, read_mask(d / 'mask' / f.name, read_image(f).size))
+        before.setdefault(name, []).append(float(s['de_before'][0])); after.setdefault(name, []).append(float(s['de_after'][0]))
+    return {name: round(pooled_clearance(after[name], before[name]), 1) for name in before}
 
 
 def main():
