@@ -109,7 +109,8 @@ def prepare(inp: Path = typer.Option(..., '--in', help='Folder of raw photos (se
     "Detect, align and crop the main face of every photo; skips (and logs) photos without one usable face."
     from cyclegan_pws.faces import FaceConfig, prepare_folder
     counts = prepare_folder(inp, out, size=size, cfg=FaceConfig(margin=margin, min_sharpness=min_sharpness), progress=True)
-    typer.echo(f'prepare: {counts["ok"]} cropped, {counts["skipped"]} skipped, {counts["already_done"]} already done '
+    unsure = f' ({counts["unsure"]} with a face found at low confidence: look at them, "unsure" in the manifest)' if counts['unsure'] else ''
+    typer.echo(f'prepare: {counts["ok"]} cropped{unsure}, {counts["skipped"]} skipped, {counts["already_done"]} already done '
                f'-> {out} (reasons in {out / "prepare_manifest.jsonl"})')
 
 # %% ../nbs/24_cli.ipynb #ea44fb8c

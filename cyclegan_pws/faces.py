@@ -192,7 +192,7 @@ def prepare_folder(inp, out, size: int = 256, cfg: FaceConfig | None = None, rec
     if not files: raise MissingInput(f'{inp}: no images outside the output folder; put photos there first')
     man = Manifest(out / MANIFEST_NAME, key='file')
     done, taken = man.done(), {r['out'] for r in man.records if r.get('out')}
-    counts = {'ok': 0, 'skipped': 0, 'already_done': 0}
+    counts = {'ok': 0, 'unsure': 0, 'skipped': 0, 'already_done': 0}
     todo = files
     if progress:
         from fastprogress.fastprogress import progress_bar
@@ -211,5 +211,5 @@ def prepare_folder(inp, out, size: int = 256, cfg: FaceConfig | None = None, rec
         atomic_write_json(out / f'{stem}.json', c.landmarks_json())
         man.append({'file': key, 'status': 'ok', 'reason': '', 'out': f'{stem}.png',
                     'confidence': round(c.face.confidence, 4), 'sharpness': round(c.sharpness, 1), 'unsure': c.unsure})
-        counts['ok'] += 1
+        counts['ok'] += 1; counts['unsure'] += c.unsure
     return counts
