@@ -47,14 +47,18 @@ def write_draw(root: Path, seed: int) -> dict:
     return {name: folder for name, folder in sets.items() if (folder / 'testB').is_dir()}
 
 
-def score(run: Path, folder: Path, out: Path) -> dict:
-    "Pooled clearance (95% CI), median, PSNR outside the lesion and the worst faces of `run` on one test set."
-    translate_folder(run, folder / 'testB', out / 'pred', 'B2A')
-    m = evaluate_folder(out / 'pred', folder / 'testB', folder / 'testB_clean', folder / 'testB_mask', out=out / 'report', fid=False)
+def headline(m: dict) -> dict:
+    "Pooled clearance (95% CI), median, PSNR outside the lesion and the worst faces, from `evaluate_folder`'s summary `m`."
     return {'images': m['n_images'], 'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
             'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
             'clearance_pct_median': round(m['clearance_pct_median'], 1),
             'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1), 'worst': m.get('worst', [])[:3]}
+
+
+def score(run: Path, folder: Path, out: Path) -> dict:
+    "`headline` of `run` on one test set (testB/, testB_clean/, testB_mask/), translated into out/pred."
+    translate_folder(run, folder / 'testB', out / 'pred', 'B2A')
+    return headline(evaluate_folder(out / 'pred', folder / 'testB', folder / 'testB_clean', folder / 'testB_mask', out=out / 'report', fid=False))
 
 
 def summary(draws: dict) -> dict:

@@ -28,6 +28,8 @@ from cyclegan_pws.predict import translate_folder
 from cyclegan_pws.synth import synthesize_pws
 from cyclegan_pws.unseen_stains import _sample_photos, draw_stain
 
+from draws import headline   # the same summary of a scored set as the draws'
+
 FRAMINGS = ('shipped', 'big', 'wide', 'crop')
 
 
@@ -74,8 +76,9 @@ def pooled_by_photo(d: Path) -> dict:
     for f in sorted((d / 'in').glob('*.png')):
         name = next((n for n in names if f.stem.startswith(f'{n}_')), None)
         if name is None: continue
-        x, y, clean = (image_tensor(read_image(d / sub / f.name)) for sub in ('in', 'pred', 'clean'))
-        s = removal_sums(y, x, clean, read_mask(d / 'mask' / f.name, read_image(f).size))
+        stained = read_image(f)
+        x, y, clean = image_tensor(stained), image_tensor(read_image(d / 'pred' / f.name)), image_tensor(read_image(d / 'clean' / f.name))
+        s = removal_sums(y, x, clean, read_mask(d / 'mask' / f.name, stained.size))
         before.setdefault(name, []).append(float(s['de_before'][0])); after.setdefault(name, []).append(float(s['de_after'][0]))
     return {name: round(pooled_clearance(after[name], before[name]), 1) for name in before}
 
@@ -98,15 +101,11 @@ def main():
             r = translate_folder(a.run, d / 'in', d / 'pred', 'B2A')
         seconds = time.time() - t0
         m = evaluate_folder(d / 'pred', d / 'in', d / 'clean', d / 'mask', d / 'report', fid=False)
-        res['framings'][framing] = {
-            'images': m['n_images'], 'translate_seconds': round(seconds, 1),
-            'clearance_pct_pooled': round(m['clearance_pct_pooled'], 1),
-            'clearance_pct_pooled_ci95': [round(v, 1) for v in m['clearance_pct_pooled_ci95']],
-            'clearance_pct_median': round(m['clearance_pct_median'], 1),
-            'psnr_outside_lesion_db_pooled': round(m['psnr_outside_lesion_db_pooled'], 1),
+        res['framings'][framing] = headline(m) | {
+            'translate_seconds': round(seconds, 1),
             'face_unsure': sum('found with confidence' in str(w.message) for w in ws),   # taken below MTCNN's 0.9, with a warning
             'no_face': len(r['no_face_files']) + sum('no face found; assuming' in str(w.message) for w in ws),
-            'clearance_pct_pooled_by_photo': pooled_by_photo(d), 'worst': m.get('worst', [])[:3]}
+            'clearance_pct_pooled_by_photo': pooled_by_photo(d)}
         f = res['framings'][framing]
         print(f"{framing:8s} {f['images']:3d} photos  clearance {f['clearance_pct_pooled']:5.1f}% "
               f"({f['clearance_pct_pooled_ci95'][0]}-{f['clearance_pct_pooled_ci95'][1]})  median {f['clearance_pct_median']:5.1f}%  "
