@@ -135,9 +135,8 @@ def draw_stain(image, landmarks: dict, rng, side=None, strength: float = 1.0) ->
     return out, mask.astype(np.float32)
 
 # %% ../nbs/06_unseen_stains.ipynb #75d152b5
-def write_unseen_set(clean_dir, out, seed: int = 0, draw=None) -> dict:
-    "Stain every clean face of `clean_dir` (with `<stem>.json` landmarks) with `draw` (default `draw_stain`) into `out/testB`, `out/testB_clean`, `out/testB_mask`."
-    draw = draw or draw_stain
+def write_unseen_set(clean_dir, out, seed: int = 0, draw=draw_stain) -> dict:
+    "Stain every clean face of `clean_dir` (with `<stem>.json` landmarks) with `draw` (`draw_stain`, or `paint_stain`) into `out/testB`, `out/testB_clean`, `out/testB_mask`."
     clean_dir, out = Path(clean_dir), Path(out)
     faces = [p for p in image_files(clean_dir) if p.with_suffix('.json').exists()]
     if not faces: raise UserError(f'{clean_dir}: no face with its landmarks (<name>.json beside <name>.png); write the dataset with `cyclegan-pws synth`')
@@ -190,6 +189,7 @@ def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0, models=('s
     from cyclegan_pws.faces import FaceConfig, crop_face
     from cyclegan_pws.synth import synthesize_pws
     out, written = Path(out), 0
+    draws = {'synth': lambda *a: synthesize_pws(*a)[:2], 'unseen': draw_stain, 'painted': paint_stain}
     for name, photo in _sample_photos():
         crop = crop_face(photo, FaceConfig(size=size))
         img, lm = np.asarray(crop.image), crop.landmarks
@@ -202,8 +202,7 @@ def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0, models=('s
                 files = [out / d / f'{stem}.png' for d in ('testB', 'testB_clean', 'testB_mask')]
                 if all(f.exists() for f in files): continue
                 rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'] + [0xBA1] * (model == 'painted'))
-                draw = {'synth': lambda *a: synthesize_pws(*a)[:2], 'unseen': draw_stain, 'painted': paint_stain}[model]
-                stained, mask = draw(img, lm, rng)
+                stained, mask = draws[model](img, lm, rng)
                 save_image(Image.fromarray(stained), files[0]); save_image(crop.image, files[1])
                 save_image(Image.fromarray(np.round(mask * 255).astype(np.uint8), 'L'), files[2])
                 atomic_write_json(files[0].with_suffix('.json'), crop.landmarks_json())
