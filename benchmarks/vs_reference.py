@@ -6,7 +6,7 @@ process, interleaved step by step (noise on a shared machine hits every variant 
     git clone https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix /tmp/cyclegan-ref
     python benchmarks/vs_reference.py --ref /tmp/cyclegan-ref                      # CPU, 128 and 256 px
     python benchmarks/vs_reference.py --ref /tmp/cyclegan-ref --sizes 128 --steps 5 --json vs_ref.json
-    python benchmarks/vs_reference.py --ref /tmp/cyclegan-ref --device cuda --steps 20
+    python benchmarks/vs_reference.py --ref /tmp/cyclegan-ref --device cuda --steps 20 --batches 1,max
     git archive main cyclegan_pws | tar -x -C /tmp/before     # this project at another commit, for before/after rows
     python benchmarks/vs_reference.py --ref /tmp/cyclegan-ref --baseline /tmp/before
 
@@ -21,7 +21,10 @@ Without `--ref` the reference cannot be imported: the script says so and times t
 in the reference's order (`refnets_fp32`, `refnets_autocast`: 6 generator and 6 discriminator calls, a list pool)
 instead. The reference's code is read from your checkout, never copied into this repository.
 
-Columns: s_per_iter (fastest timed step, the least disturbed; median_s too), x_ref_fp32 and x_ref_autocast = how many
+`--batches`: images per step (the reference trains with 1); `max` is the largest power of two up to `--max-batch` at which
+one step of every variant fits in the GPU's memory (each tried from the top, halving on out-of-memory).
+
+Columns: size, batch, s_per_iter (fastest timed step, the least disturbed; median_s too), x_ref_fp32 and x_ref_autocast = how many
 times faster than those rows, GFLOP/s = FLOPs of one iteration (torch's flop counter, convolutions and matmuls) /
 s_per_iter. On CUDA the steps are synchronised before and after timing; `--device cuda` needs a visible GPU.
 """
@@ -63,7 +66,10 @@ class Reference:
         if path not in sys.path: sys.path.insert(0, path)
         from models.cycle_gan_model import CycleGANModel  # the reference's own code, from the user's clone
         self.device, self.dtype, self.tmp = device, autocast_dtype, tempfile.TemporaryDirectory()
-        with contextlib.redirect_stdout(io.StringIO()): self.model = CycleGANModel(reference_options(device, self.tmp.name))
+        opt = reference_options(device, self.tmp.name)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.model = CycleGANModel(opt)
+            self.model.setup(opt)                             # as its train.py does: nets onto the GPU, schedulers
         self.params = {n: n_params(getattr(self.model, 'net' + n)) for n in ('G_A', 'D_A')}
 
     def step(self, batch: dict):
@@ -158,11 +164,29 @@ def iteration_flops(variant, batch) -> float:
     return fc.get_total_flops()
 
 
-def bench(size: int, device: str, ref, steps: int, warmup: int, baseline=None, seed: int = 0) -> list[dict]:
-    variants = make_variants(size, device, ref, baseline)
+def random_batches(n: int, batch: int, size: int, device: str, seed: int = 0) -> list[dict]:
+    "`n` batches of random uint8 images A and B, (batch, 3, size, size), on `device`."
     g = torch.Generator().manual_seed(seed)
-    data = [{k: torch.randint(0, 256, (1, 3, size, size), generator=g, dtype=torch.uint8).to(device) for k in 'AB'}
-            for _ in range(warmup + steps)]
+    return [{k: torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8).to(device) for k in 'AB'}
+            for _ in range(n)]
+
+
+def largest_batch(variants: dict, size: int, device: str, top: int) -> int:
+    "The largest power of two <= `top` at which one step of every variant runs without running out of memory."
+    batch = 1 << (top.bit_length() - 1)
+    while batch > 1:
+        try:
+            for v in variants.values(): v.step(random_batches(1, batch, size, device)[0])
+            return batch
+        except torch.OutOfMemoryError: batch //= 2
+        finally: torch.cuda.empty_cache() if device == 'cuda' else None
+    return 1
+
+
+def bench(size: int, device: str, ref, steps: int, warmup: int, baseline=None, seed: int = 0, batch=1, max_batch: int = 64) -> list[dict]:
+    variants = make_variants(size, device, ref, baseline)
+    if batch == 'max': batch = largest_batch(variants, size, device, max_batch)
+    data = random_batches(warmup + steps, batch, size, device, seed)
     flops = {k: iteration_flops(v, data[0]) for k, v in variants.items()}  # also the first warm-up step
     times = {k: [] for k in variants}
     for i, b in enumerate(data):
@@ -177,7 +201,7 @@ def bench(size: int, device: str, ref, steps: int, warmup: int, baseline=None, s
     rows = []
     for k, v in variants.items():
         s = min(times[k])
-        rows.append({'size': size, 'device': device, 'variant': k, 's_per_iter': round(s, 3),
+        rows.append({'size': size, 'batch': batch, 'device': device, 'variant': k, 's_per_iter': round(s, 3),
                      'median_s': round(sorted(times[k])[len(times[k]) // 2], 3),
                      'x_ref_fp32': round(min(times[base]) / s, 2),
                      'x_ref_autocast': round(min(times[auto[0]]) / s, 2) if auto else None,
@@ -190,6 +214,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--ref', default=None, help='a checkout of junyanz/pytorch-CycleGAN-and-pix2pix (git clone)')
     ap.add_argument('--sizes', default='128,256')
+    ap.add_argument('--batches', default='1', help="images per step, comma-separated; 'max': the largest that fits (GPU)")
+    ap.add_argument('--max-batch', type=int, default=64, help="where 'max' starts looking")
     ap.add_argument('--steps', type=int, default=3)
     ap.add_argument('--warmup', type=int, default=1, help='untimed steps first (oneDNN/cuDNN pick their kernels then)')
     ap.add_argument('--baseline', default=None, help='another checkout of this project (e.g. main), timed alongside as baseline_*')
@@ -208,8 +234,11 @@ def main():
     if a.device == 'cpu': torch.set_flush_denormal(True)  # as the engine does (and fair to the reference: its denormals too)
     load = os.getloadavg()[0]
     baseline = import_baseline(a.baseline) if a.baseline else None
-    rows = [r for size in map(int, a.sizes.split(',')) for r in bench(size, a.device, a.ref, a.steps, a.warmup, baseline)]
-    cols = ['size', 'variant', 's_per_iter', 'median_s', 'x_ref_fp32', 'x_ref_autocast', 'gflop_per_iter', 'gflops']
+    batches = [b if b == 'max' else int(b) for b in a.batches.split(',')]
+    if 'max' in batches and a.device != 'cuda': raise SystemExit("--batches max: only on a GPU, whose memory sets it; on a CPU give a number")
+    rows = [r for size in map(int, a.sizes.split(',')) for b in batches
+            for r in bench(size, a.device, a.ref, a.steps, a.warmup, baseline, batch=b, max_batch=a.max_batch)]
+    cols = ['size', 'batch', 'variant', 's_per_iter', 'median_s', 'x_ref_fp32', 'x_ref_autocast', 'gflop_per_iter', 'gflops']
     print(' | '.join(f'{c:>14}' for c in cols))
     for r in rows: print(' | '.join(f'{str(r[c]):>14}' for c in cols))
     res = {'torch': torch.__version__, 'device': a.device, 'threads': torch.get_num_threads(), 'steps': a.steps,

@@ -237,12 +237,15 @@ def sample_stained(root, size: int, n: int = 4) -> dict:
     ds = FaceDataset(folder, size)
     return torch.utils.data.default_collate([ds[i] for i in range(min(n, len(ds)))])
 
-def train_remover(rc: RunConfig, out, resume: Optional[str] = None, progress: bool = True) -> dict:
+def train_remover(rc: RunConfig, out, resume: Optional[str] = None, progress: bool = True,
+                  library: Optional[tuple[Tensor, Tensor]] = None, on_step=None) -> dict:
     "Train the remover as `rc` says into the run folder `out`; `resume='auto'` continues the newest valid checkpoint."
+    # `library`: the `stain_library` of rc's data when the caller built it already (a timing probe and its run share one)
     d, c, seed = rc.data, rc.task, rc.train.seed
     healthy = FaceDataset(Path(d.root) / 'trainA', c.size, flip=d.flip, seed=seed, cache=d.cache, cache_dir=d.cache_dir)
-    library = stain_library(FaceDataset(Path(d.root) / 'trainB', c.size), FaceDataset(Path(d.root) / 'trainA', c.size), c.detect_threshold)
+    if library is None:
+        library = stain_library(FaceDataset(Path(d.root) / 'trainB', c.size), FaceDataset(Path(d.root) / 'trainA', c.size), c.detect_threshold)
     seed_everything(seed)
     task = Remover(c, library, seed=seed)
     return fit(task, healthy, rc.train, out, run_config={**rc.to_dict(), 'library': {'stains': len(library[0])}},
-               sample_batch=sample_stained(d.root, c.size), resume=resume, progress=progress)
+               sample_batch=sample_stained(d.root, c.size), resume=resume, progress=progress, on_step=on_step)
