@@ -6,10 +6,11 @@
 #   bash benchmarks/gpu_check.sh OUT [REF]    # REF: a checkout of junyanz/pytorch-CycleGAN-and-pix2pix
 #   BUDGET=600 bash benchmarks/gpu_check.sh /tmp/gpu /tmp/cyclegan-ref   # a longer removal run
 #   SKIP_TESTS=1 SIZES=256 PRESETS=seed N=300 BUDGET=60 OVERHEAD=150 bash benchmarks/gpu_check.sh /tmp/gpu  # ~5 min
-# SKIP_TESTS=1 leaves the CUDA tests out. OVERHEAD: seconds the removal part gets beyond its training budget (data, stain libraries, probe, evaluation).
-# With the defaults it needs about nine minutes, inside one 10-minute command (an H200, 2026-12-04: the CUDA tests
-# 41 s; the removal part's data, stain libraries, probe and evaluation took over 150 s beside its training budget,
-# so OVERHEAD gives it 300). Each part has its own time limit and runs even when an earlier one failed; the exit status says whether all passed.
+# BUDGET: training seconds per removal preset; OVERHEAD: the seconds its part gets beyond that (data, stain
+# libraries, the timing probe, evaluation); SKIP_TESTS=1 leaves the CUDA tests out.
+# The defaults need about nine minutes, inside one 10-minute command. On an H200 (2026-12-04) the CUDA tests took
+# 41 s and the removal part's overhead over 150 s, hence 300. Each part has its own time limit and runs even when
+# an earlier one failed; the exit status says whether all passed.
 set -u
 cd "$(dirname "$0")/.."
 out=${1:?give an output folder}; ref=${2:-}
