@@ -190,21 +190,21 @@ def write_photo_set(out, size: int = 256, n: int = 10, seed: int = 0, models=('s
     from cyclegan_pws.synth import synthesize_pws
     out, written = Path(out), 0
     draws = {'synth': lambda *a: synthesize_pws(*a)[:2], 'unseen': draw_stain, 'painted': paint_stain}
+    files = lambda name, model, k: [out / d / f'{name}_{model}_{k:02d}.png' for d in ('testB', 'testB_clean', 'testB_mask')]
     for name, photo in _sample_photos():
+        healthy = out / 'testA' / f'{name}.png'
+        todo = [(model, k) for model in models for k in range(n) if not all(f.exists() for f in files(name, model, k))]
+        if healthy.exists() and not todo: continue            # all there: no need to find the face again (MTCNN)
         crop = crop_face(photo, FaceConfig(size=size))
         img, lm = np.asarray(crop.image), crop.landmarks
-        healthy = out / 'testA' / f'{name}.png'
         if not healthy.exists():
             save_image(crop.image, healthy); atomic_write_json(healthy.with_suffix('.json'), crop.landmarks_json())
-        for model in models:
-            for k in range(n):
-                stem = f'{name}_{model}_{k:02d}'
-                files = [out / d / f'{stem}.png' for d in ('testB', 'testB_clean', 'testB_mask')]
-                if all(f.exists() for f in files): continue
-                rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'] + [0xBA1] * (model == 'painted'))
-                stained, mask = draws[model](img, lm, rng)
-                save_image(Image.fromarray(stained), files[0]); save_image(crop.image, files[1])
-                save_image(Image.fromarray(np.round(mask * 255).astype(np.uint8), 'L'), files[2])
-                atomic_write_json(files[0].with_suffix('.json'), crop.landmarks_json())
-                written += 1
+        for model, k in todo:
+            stained_f, clean_f, mask_f = files(name, model, k)
+            rng = np.random.default_rng([seed, k, model == 'synth', name == 'astronaut'] + [0xBA1] * (model == 'painted'))
+            stained, mask = draws[model](img, lm, rng)
+            save_image(Image.fromarray(stained), stained_f); save_image(crop.image, clean_f)
+            save_image(Image.fromarray(np.round(mask * 255).astype(np.uint8), 'L'), mask_f)
+            atomic_write_json(stained_f.with_suffix('.json'), crop.landmarks_json())
+            written += 1
     return {'images': 2 * len(models) * n, 'written': written, 'out': str(out)}
