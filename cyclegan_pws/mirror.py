@@ -24,8 +24,8 @@ __all__ = ['EPS', 'GREY', 'STAIN_PRIOR', 'TYPICAL_DARKENING', 'K_OUTLIER', 'BOTH
            'ALIKE', 'DETAIL_SCALE', 'STAIN_LIKE', 'GREEN_TAKEN', 'TYPICAL_HUE', 'face_axes', 'face_coords',
            'mirror_grid', 'mirror', 'face_oval', 'to_log', 'from_log', 'luma', 'chroma', 'blur', 'masked_blur',
            'light_tint', 'StainColour', 'robust_slope', 'fit_stain_colour', 'denoised_density', 'part_density',
-           'stain_likeness', 'typical_hue', 'region_parts', 'crop_side', 'face_box', 'stain_layer', 'subtract_layer',
-           'remove_stain', 'asymmetry_region']
+           'stain_likeness', 'stain_like', 'typical_hue', 'region_parts', 'crop_side', 'face_box', 'stain_layer',
+           'subtract_layer', 'remove_stain', 'asymmetry_region']
 
 # %% ../nbs/10_mirror.ipynb #af057674
 def face_axes(lm: dict) -> tuple[Tensor, Tensor, Tensor, float]:
@@ -241,6 +241,10 @@ def stain_likeness(colour: StainColour) -> float:
     "Cosine, in chroma, between a fitted colour and green taken away from red and blue alike: 1 = a pure haemoglobin-like shift, < 0 = yellower or greener than the skin."
     return float(F.cosine_similarity(colour.direction.flatten(), GREEN_TAKEN.to(colour.direction).flatten(), dim=0))
 
+def stain_like(colour: StainColour) -> bool:
+    "Whether a fitted colour takes green away enough to be a vascular stain's: the parts removal changes."
+    return stain_likeness(colour) >= STAIN_LIKE
+
 TYPICAL_HUE = 0.5   # the stains a network learns from: parts within 60° of a typical stain's hue
 
 def typical_hue(colour: StainColour) -> bool:
@@ -270,21 +274,21 @@ def face_box(lm: dict, h: int, w: int) -> tuple[slice, slice]:
     (x0, y0), (x1, y1) = np.floor(corners.min(1)).astype(int).tolist(), np.ceil(corners.max(1)).astype(int).tolist()
     return slice(max(0, y0), min(h, y1)), slice(max(0, x0), min(w, x1))
 
-def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256, typical: bool = False) -> tuple[Tensor, list[StainColour]]:
-    "The stain inside region `alpha` as a log-linear RGB layer (1,3,H,W) at x's resolution, and the colour of each stain-like part (measured on the face's box at height `work`; `typical`: only parts of a typical stain's hue)."
+def stain_layer(x: Tensor, alpha: Tensor, lm: dict, work: int = 256, keep=stain_like) -> tuple[Tensor, list[StainColour]]:
+    "The stain inside region `alpha` as a log-linear RGB layer (1,3,H,W) at x's resolution, and the colour of each part whose colour `keep` accepts (measured on the face's box at height `work`)."
     if alpha.shape[-2:] != x.shape[-2:]: raise ValueError(f'alpha {tuple(alpha.shape)} and image {tuple(x.shape)} differ in size')
     rows, cols = face_box(lm, *x.shape[-2:])
     ys, xs = torch.nonzero(alpha[0, 0] > 0, as_tuple=True)
     if len(ys):   # the box holds all of the region, whatever the landmarks say
         rows = slice(min(rows.start, int(ys.min())), max(rows.stop, int(ys.max()) + 1))
         cols = slice(min(cols.start, int(xs.min())), max(cols.stop, int(xs.max()) + 1))
-    if (rows.stop - rows.start, cols.stop - cols.start) == tuple(x.shape[-2:]): return _face_layer(x, alpha, lm, work, typical)
+    if (rows.stop - rows.start, cols.stop - cols.start) == tuple(x.shape[-2:]): return _face_layer(x, alpha, lm, work, keep)
     layer = torch.zeros_like(x)
     layer[..., rows, cols], colours = _face_layer(x[..., rows, cols], alpha[..., rows, cols],
-                                                  {k: (px - cols.start, py - rows.start) for k, (px, py) in lm.items()}, work, typical)
+                                                  {k: (px - cols.start, py - rows.start) for k, (px, py) in lm.items()}, work, keep)
     return layer, colours
 
-def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int, typical: bool = False) -> tuple[Tensor, list[StainColour]]:
+def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int, keep=stain_like) -> tuple[Tensor, list[StainColour]]:
     "`stain_layer` of an image that is the face's box."
     xs, lms = _at(x, lm, work)
     a_s = F.interpolate(alpha, size=xs.shape[-2:], mode='bilinear', align_corners=False) if xs.shape != x.shape else alpha
@@ -295,8 +299,7 @@ def _face_layer(x: Tensor, alpha: Tensor, lm: dict, work: int, typical: bool = F
         part = (labels == i).to(x)
         if part.sum() == 0: continue
         colour = fit_stain_colour(xs, part, lms, whole=whole)
-        stain_like = typical_hue(colour) if typical else stain_likeness(colour) >= STAIN_LIKE
-        if stain_like: parts.append((i, colour, float(part.sum())))
+        if keep(colour): parts.append((i, colour, float(part.sum())))
     measured = [(c.k / float(c.direction.norm()), size) for _, c, size in parts if c.measured]   # darkening per unit of chroma
     z, zm, am, skin = _sides(x, alpha, lm)
     cz, czm = chroma(z), chroma(zm)

@@ -19,7 +19,7 @@ from .config import RemovalConfig, RunConfig
 from .data import FaceDataset, landmark_dict, landmark_tensor, to_uint8
 from .faces import align_matrix, transform_points
 from .mirror import (GREY, STAIN_PRIOR, asymmetry_region, chroma, crop_side, face_coords, face_oval, from_log, luma,
-                                 mirror, region_parts, stain_layer, to_log, remove_stain)
+                                 mirror, region_parts, stain_layer, to_log, remove_stain, typical_hue)
 from .models import StainRegionNet
 from .checkpoint import seed_everything
 from .engine import Runner, Task, fit
@@ -117,7 +117,7 @@ def found_stains(faces: FaceDataset, threshold: float = 0.06, limit: Optional[in
         x, lm = item['image'][None].float() / 255, landmark_dict(item['landmarks'])
         region = asymmetry_region(x, lm, threshold)
         if region.sum() < 4: out.append((0.0, None, item['landmarks'])); continue
-        layer, _ = stain_layer(x, region, lm, typical=True)     # what the network learns from: stains of a typical hue
+        layer, _ = stain_layer(x, region, lm, keep=typical_hue)     # what the network learns from: stains of a typical hue
         out.append((float(layer.norm(dim=1).mean()), layer, item['landmarks']))
     return out
 
