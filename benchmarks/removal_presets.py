@@ -42,7 +42,7 @@ EVAL_S = 90   # kept for scoring the three sets when training is cut to a deadli
 
 
 def run_preset(preset: str, data: Path, sets: dict, out: Path, budget: float, device: str, probe: int, workers: int,
-               end_at: float = float('inf')) -> dict:
+               end_at: float = float('inf')) -> list[dict]:
     "Train `preset` for what fits in `budget` seconds (and before `end_at`, less EVAL_S) and score it on every set; one row per set."
     rc = run_config(preset, str(data), kind='removal', train={'device': device, 'seed': 0, 'num_workers': workers})
     t = time.time()
@@ -51,6 +51,7 @@ def run_preset(preset: str, data: Path, sets: dict, out: Path, budget: float, de
     library_s, t = time.time() - t, time.time()
     print(f'{preset}: stain library of {len(library[0])} stains in {library_s:.0f} s', flush=True)
     s_step = step_seconds(rc, library, out / 'probe', probe)
+    probe_s, t = time.time() - t, time.time()
     budget = min(budget, end_at - time.time() - EVAL_S)
     steps = max(probe, min(rc.train.steps, int(budget / s_step) // 50 * 50))
     print(f'{preset}: {s_step:.3f} s/step (batch {rc.train.batch_size}) -> {steps} steps', flush=True)
@@ -62,7 +63,7 @@ def run_preset(preset: str, data: Path, sets: dict, out: Path, budget: float, de
     m = evaluate_run(out / 'run', data, out / 'eval', fid=False, export=False, device=device, sets=extra)['metrics']
     common = {'preset': preset, 'steps': steps, 'preset_steps': run_config(preset, str(data), kind='removal').train.steps,
               'batch': rc.train.batch_size, 's_per_step': round(s_step, 4), 'library_s': round(library_s, 1),
-              'train_s': round(train_s, 1), 'eval_s': round(time.time() - t - train_s, 1)}
+              'probe_s': round(probe_s, 1), 'train_s': round(train_s, 1), 'eval_s': round(time.time() - t - train_s, 1)}
     by_set = {'held_out_faces': {k: m[k] for k in SET_KEYS if k in m}, **m['sets']}
     return [{**common, 'set': s, **r} for s, r in by_set.items()]
 
