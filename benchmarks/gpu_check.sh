@@ -18,7 +18,7 @@ budget=${BUDGET:-180} presets=${PRESETS:-seed,paper} n=${N:-600}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
-part() {  # part NAME SECONDS COMMAND...: run COMMAND with a time limit, its output to OUT/NAME.log and to the screen
+part() {  # part NAME SECONDS COMMAND...: run COMMAND with a time limit, its output to OUT/log.txt and to the screen
   local name=$1 limit=$2; shift 2
   echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$out/log.txt"
   timeout "$limit" "$@" 2>&1 | tee -a "$out/log.txt"

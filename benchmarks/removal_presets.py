@@ -19,9 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from cyclegan_pws.config import run_config
-from cyclegan_pws.data import FaceDataset
 from cyclegan_pws.evaluate import SET_KEYS, evaluate_run
-from cyclegan_pws.remover import stain_library, train_remover
+from cyclegan_pws.remover import run_library, train_remover
 
 from removal_quality import identity_rows, test_sets   # the same data and test sets as the side-by-side benchmark
 
@@ -45,15 +44,14 @@ def run_preset(preset: str, data: Path, sets: dict, out: Path, budget: float, de
                end_at: float = float('inf')) -> list[dict]:
     "Train `preset` for what fits in `budget` seconds (and before `end_at`, less EVAL_S) and score it on every set; one row per set."
     rc = run_config(preset, str(data), kind='removal', train={'device': device, 'seed': 0, 'num_workers': workers})
-    t = time.time()
-    library = stain_library(FaceDataset(data / 'trainB', rc.task.size), FaceDataset(data / 'trainA', rc.task.size),
-                            rc.task.detect_threshold)
+    preset_steps, t = rc.train.steps, time.time()
+    library = run_library(rc)
     library_s, t = time.time() - t, time.time()
     print(f'{preset}: stain library of {len(library[0])} stains in {library_s:.0f} s', flush=True)
     s_step = step_seconds(rc, library, out / 'probe', probe)
     probe_s, t = time.time() - t, time.time()
     budget = min(budget, end_at - time.time() - EVAL_S)
-    steps = max(probe, min(rc.train.steps, int(budget / s_step) // 50 * 50))
+    steps = max(probe, min(preset_steps, int(budget / s_step) // 50 * 50))
     print(f'{preset}: {s_step:.3f} s/step (batch {rc.train.batch_size}) -> {steps} steps', flush=True)
     rc = replace(rc, train=replace(rc.train, steps=steps))
     result = train_remover(rc, out / 'run', progress=False, library=library)
@@ -61,7 +59,7 @@ def run_preset(preset: str, data: Path, sets: dict, out: Path, budget: float, de
     if result['status'] != 'done': raise SystemExit(f'{out}/run stopped at step {result["step"]}')
     extra = {k: v for k, v in sets.items() if k != 'held_out_faces'}
     m = evaluate_run(out / 'run', data, out / 'eval', fid=False, export=False, device=device, sets=extra)['metrics']
-    common = {'preset': preset, 'steps': steps, 'preset_steps': run_config(preset, str(data), kind='removal').train.steps,
+    common = {'preset': preset, 'steps': steps, 'preset_steps': preset_steps,
               'batch': rc.train.batch_size, 's_per_step': round(s_step, 4), 'library_s': round(library_s, 1),
               'probe_s': round(probe_s, 1), 'train_s': round(train_s, 1), 'eval_s': round(time.time() - t - train_s, 1)}
     by_set = {'held_out_faces': {k: m[k] for k in SET_KEYS if k in m}, **m['sets']}
@@ -106,10 +104,10 @@ def main():
     for p in presets:
         if p not in failed: rows += json.loads((out / p / 'rows.json').read_text())
     cols = ['preset', 'set', 'steps', 'train_s', *SHOWN, 'worst']
+    cell = lambda x: f'{x:.1f}' if isinstance(x, float) else '-'.join(f'{v:.1f}' for v in x) if isinstance(x, list) else str(x)
     print(' | '.join(cols))
     for r in rows:
         worst = min((w['clearance_pct'] for w in r.get('worst', []) if w['clearance_pct'] is not None), default=None)
-        cell = lambda x: f'{x:.1f}' if isinstance(x, float) else '-'.join(f'{v:.1f}' for v in x) if isinstance(x, list) else str(x)
         print(' | '.join(cell(x) for x in [r['preset'], r['set'], r.get('steps'), r.get('train_s'), *(r.get(k) for k in SHOWN), worst]))
     res = {'device': a.device, 'gpu': _gpu_name(a.device), 'n': a.n, 'size': a.size, 'budget_s': a.budget, 'failed': failed, 'rows': rows}
     if a.json: Path(a.json).write_text(json.dumps(res, indent=2))

@@ -27,7 +27,7 @@ from .engine import Runner, Task, fit
 # %% auto #0
 __all__ = ['REGION_PLANES', 'mirror_faces', 'skin_chroma', 'region_inputs', 'region_logits', 'is_square', 'is_face_crop',
            'aligned_logits', 'seeded', 'stain_region', 'found_stains', 'stain_library', 'affine_between', 'move_stains',
-           'recolour', 'photometric', 'jitter_landmarks', 'Remover', 'sample_stained', 'train_remover']
+           'recolour', 'photometric', 'jitter_landmarks', 'Remover', 'sample_stained', 'run_library', 'train_remover']
 
 # %% ../nbs/16_remover.ipynb #f91b334e
 def mirror_faces(x: Tensor, lms: Tensor) -> Tensor:
@@ -237,14 +237,18 @@ def sample_stained(root, size: int, n: int = 4) -> dict:
     ds = FaceDataset(folder, size)
     return torch.utils.data.default_collate([ds[i] for i in range(min(n, len(ds)))])
 
+def run_library(rc: RunConfig) -> tuple[Tensor, Tensor]:
+    "The `stain_library` that a run of `rc` learns from: stains found on its trainB faces, against its trainA faces."
+    root, c = Path(rc.data.root), rc.task
+    return stain_library(FaceDataset(root / 'trainB', c.size), FaceDataset(root / 'trainA', c.size), c.detect_threshold)
+
 def train_remover(rc: RunConfig, out, resume: Optional[str] = None, progress: bool = True,
                   library: Optional[tuple[Tensor, Tensor]] = None, on_step=None) -> dict:
     "Train the remover as `rc` says into the run folder `out`; `resume='auto'` continues the newest valid checkpoint."
-    # `library`: the `stain_library` of rc's data when the caller built it already (a timing probe and its run share one)
+    # `library`: `run_library(rc)` when the caller built it already (a timing probe and its run share one)
     d, c, seed = rc.data, rc.task, rc.train.seed
     healthy = FaceDataset(Path(d.root) / 'trainA', c.size, flip=d.flip, seed=seed, cache=d.cache, cache_dir=d.cache_dir)
-    if library is None:
-        library = stain_library(FaceDataset(Path(d.root) / 'trainB', c.size), FaceDataset(Path(d.root) / 'trainA', c.size), c.detect_threshold)
+    if library is None: library = run_library(rc)
     seed_everything(seed)
     task = Remover(c, library, seed=seed)
     return fit(task, healthy, rc.train, out, run_config={**rc.to_dict(), 'library': {'stains': len(library[0])}},
