@@ -9,6 +9,7 @@ import argparse, json
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from cyclegan_pws.engine import keep_freed_memory
 from train_step import batches, make  # the same network and batch as the step benchmark
 
 
@@ -25,6 +26,7 @@ def main():
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
+    if a.device == 'cpu': keep_freed_memory()  # as `start_run` does on CPU
     task, run = make(a.size, a.precision, a.device)  # fp32, bf16 and fp16 are also the benchmark's variant names
     batch = {k: v.to(a.device) for k, v in batches(a.size, 1)[0].items()}
     for _ in range(a.warmup): task.step(batch, run); run.end_step()

@@ -24,12 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cyclegan_pws.config import CycleGANConfig
 from cyclegan_pws.cyclegan import CycleGAN
-from cyclegan_pws.engine import Runner
+from cyclegan_pws.engine import Runner, keep_freed_memory
 
 VARIANTS = {  # name: (precision, CycleGANConfig overrides, TF32 convs/matmuls on CUDA)
     'fp32': ('fp32', {}, False),
     'bf16': ('bf16', {}, False),
-    'bf16_channels_last': ('bf16', {'channels_last': True}, False),
+    'bf16_nchw': ('bf16', {'channels_last': False}, False),         # activations in torch's default layout
+    'bf16_channels_last': ('bf16', {'channels_last': True}, False),  # weights channels-last too
     'fp32_channels_last': ('fp32', {'channels_last': True}, False),
     'tf32': ('fp32', {}, True),                  # CUDA only: fp32 weights, TF32 tensor cores
     'fp16': ('fp16', {}, False),                 # CUDA: fp16 tensor cores + loss scaling (what a T4 gets)
@@ -107,9 +108,10 @@ def main():
     if a.variants: variants = a.variants.split(',')
     elif a.device == 'cuda': variants = ['fp32', 'tf32', 'bf16', 'fp16', 'bf16_channels_last', 'fp16_channels_last']
     # without AMX/AVX512-BF16, bf16 convs are emulated (~300x slower than fp32): measuring them is pointless
-    else: variants = ['fp32', 'bf16', 'bf16_channels_last'] if native_bf16 else ['fp32', 'fp32_channels_last']
+    else: variants = ['fp32', 'bf16_nchw', 'bf16'] if native_bf16 else ['fp32', 'fp32_channels_last']
     if a.threads: torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # as the engine does on CPU (denormal Adam moments slow later steps ~5x)
+    if a.device == 'cpu': keep_freed_memory()  # as `start_run` does on CPU (activations reuse freed pages)
     rows = []
     for size in map(int, a.sizes.split(',')):
         flops = step_flops(size, a.batch, a.device)

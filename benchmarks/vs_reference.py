@@ -24,6 +24,9 @@ instead. The reference's code is read from your checkout, never copied into this
 `--batches`: images per step (the reference trains with 1); `max` is the largest power of two up to `--max-batch` at which
 one step of every variant fits in the GPU's memory (each tried from the top, halving on out-of-memory).
 
+Every row runs in this one process with what `train` sets up on a CPU: denormals flushed to zero and glibc keeping
+freed memory for reuse (`keep_freed_memory`), which speed up the reference's steps as much as this project's.
+
 Columns: size, batch, s_per_iter (fastest timed step, the least disturbed; median_s too), x_ref_fp32 and x_ref_autocast = how many
 times faster than those rows, GFLOP/s = FLOPs of one iteration (torch's flop counter, convolutions and matmuls) /
 s_per_iter. On CUDA the steps are synchronised before and after timing; `--device cuda` needs a visible GPU.
@@ -37,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cyclegan_pws.config import CycleGANConfig
 from cyclegan_pws.cyclegan import CycleGAN
 from cyclegan_pws.data import to_float
-from cyclegan_pws.engine import Runner
+from cyclegan_pws.engine import Runner, keep_freed_memory
 from cyclegan_pws.losses import d_loss, g_loss
 from cyclegan_pws.models import n_params
 
@@ -232,6 +235,7 @@ def main():
               'https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix and pass --ref PATH', file=sys.stderr)
     if a.threads: torch.set_num_threads(a.threads)
     if a.device == 'cpu': torch.set_flush_denormal(True)  # as the engine does (and fair to the reference: its denormals too)
+    kept = a.device == 'cpu' and keep_freed_memory()  # as `start_run` does on CPU; one process: the reference's steps gain too
     load = os.getloadavg()[0]
     baseline = import_baseline(a.baseline) if a.baseline else None
     batches = [b if b == 'max' else int(b) for b in a.batches.split(',')]
@@ -244,7 +248,7 @@ def main():
     res = {'torch': torch.__version__, 'device': a.device, 'threads': torch.get_num_threads(), 'steps': a.steps,
            'cpu': torch.backends.cpu.get_cpu_capability(), 'native_bf16': torch.ops.mkldnn._is_mkldnn_bf16_supported(),
            'gpu': torch.cuda.get_device_name() if a.device == 'cuda' else None, 'reference': a.ref, 'baseline': a.baseline,
-           'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'), 'load_before': round(load, 2),
+           'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'), 'keep_freed_memory': kept, 'load_before': round(load, 2),
            'load_after': round(os.getloadavg()[0], 2), 'rows': rows}
     print(json.dumps(res))
     if a.json: open(a.json, 'w').write(json.dumps(res, indent=2))

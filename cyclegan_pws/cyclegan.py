@@ -81,16 +81,23 @@ class CycleGAN(GANTask):
         if self.cfg.augment == 'diffaug': return diff_augment(x, self.cfg.policy)
         return x
 
+    def memory_format(self, run: Runner) -> torch.memory_format:
+        "Channels-last activations when the config asks, or by default for bf16 on a CPU (oneDNN's fast layout there)."
+        on = self.cfg.channels_last
+        if on is None: on = run.device.type == 'cpu' and run.precision == 'bf16'
+        return torch.channels_last if on else torch.contiguous_format
+
     def generator_loss(self, batch: dict, run: Runner) -> tuple[Tensor, dict, dict]:
         "Adversarial (D frozen, fakes augmented like the reals D sees) + λ·L1 cycle per direction + λ·λ_idt·L1 identity."
         c = self.cfg
-        mf = torch.channels_last if c.channels_last else torch.contiguous_format
+        mf = self.memory_format(run)
         real_A, real_B = to_float(batch['A']).contiguous(memory_format=mf), to_float(batch['B']).contiguous(memory_format=mf)
         if c.lambda_identity > 0:  # one call per generator on [its input, its own domain]: every layer is per image
             fake_B, idt_B = self.G_AB(torch.cat([real_A, real_B])).chunk(2)
             fake_A, idt_A = self.G_BA(torch.cat([real_B, real_A])).chunk(2)
         else: fake_B, fake_A = self.G_AB(real_A), self.G_BA(real_B)
-        adv = g_loss(self.D_B(self.augment(fake_B)), c.loss) + g_loss(self.D_A(self.augment(fake_A)), c.loss)
+        adv = g_loss(self.D_B(self.augment(fake_B).contiguous(memory_format=mf)), c.loss) + \
+              g_loss(self.D_A(self.augment(fake_A).contiguous(memory_format=mf)), c.loss)
         cycle = F.l1_loss(self.G_BA(fake_B).float(), real_A.float())
         loss = adv + c.lambda_cycle * cycle
         lam_B = c.lambda_cycle if c.lambda_cycle_B is None else c.lambda_cycle_B
@@ -105,10 +112,10 @@ class CycleGAN(GANTask):
 
     def discriminator_loss(self, batch: dict, run: Runner, made: dict) -> tuple[Tensor, dict]:
         "Each D on augmented reals and on augmented fakes drawn through its image pool, both in one call."
-        c = self.cfg
+        c, mf = self.cfg, self.memory_format(run)
         old_A, old_B = self.pool_A(made['fake_A']), self.pool_B(made['fake_B'])
-        real_A, fake_A = self.D_A(self.augment(torch.cat([made['A'], old_A.to(made['A'].dtype)]))).chunk(2)
-        real_B, fake_B = self.D_B(self.augment(torch.cat([made['B'], old_B.to(made['B'].dtype)]))).chunk(2)
+        real_A, fake_A = self.D_A(self.augment(torch.cat([made['A'], old_A.to(made['A'].dtype)])).contiguous(memory_format=mf)).chunk(2)
+        real_B, fake_B = self.D_B(self.augment(torch.cat([made['B'], old_B.to(made['B'].dtype)])).contiguous(memory_format=mf)).chunk(2)
         loss_A, loss_B = d_loss(real_A, fake_A, c.loss), d_loss(real_B, fake_B, c.loss)
         made['real_logits'] = (real_A.detach(), real_B.detach())
         return loss_A + loss_B, {'D_A': loss_A, 'D_B': loss_B}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_engine.ipynb #493c2876
 from __future__ import annotations
-import json, math, os, signal, threading, time
+import ctypes, json, math, os, signal, threading, time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
@@ -20,7 +20,8 @@ from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_
 
 # %% auto #0
 __all__ = ['FP16_INIT_SCALE', 'lr_factor', 'pick_device', 'resolve_precision', 'Runner', 'Task', 'set_requires_grad', 'GANTask',
-           'NonFiniteLoss', 'to_device', 'cpu_threads', 'start_run', 'plot_losses', 'TrainingLog', 'StopRequest', 'fit']
+           'NonFiniteLoss', 'to_device', 'cpu_threads', 'keep_freed_memory', 'start_run', 'plot_losses', 'TrainingLog',
+           'StopRequest', 'fit']
 
 # %% ../nbs/13_engine.ipynb #74459d54
 def lr_factor(step: int, total: int, schedule: str = 'linear', warmup: float = 0.0, decay_start: float = 0.5) -> float:
@@ -260,6 +261,11 @@ def cpu_threads(processes: int = 1) -> int:
     if quota is not None: n = min(n, max(1, round(quota)))
     return max(1, n // max(1, processes))
 
+def keep_freed_memory() -> bool:
+    "Ask glibc's allocator to keep freed memory for reuse rather than hand it back to the OS; False without glibc."
+    try: return all(ctypes.CDLL('libc.so.6').mallopt(opt, 1 << 30) for opt in (-3, -1))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    except (OSError, AttributeError): return False
+
 def start_run(cfg: TrainConfig) -> Runner:
     "The `Runner` of a run as `cfg` says: device, precision, processes (DDP/SPMD), seeded generators, CPU threads."
     rank, world = _world()
@@ -270,7 +276,7 @@ def start_run(cfg: TrainConfig) -> Runner:
     # Adam's second moments of parameters with ~zero gradients (e.g. conv biases before InstanceNorm) decay into
     # denormal floats, which x86 CPUs process ~100x slower: without this a CycleGAN step on CPU gets 5x slower
     # after the first few steps (measured: 5.6 s -> 31 s at 128 px). Flushing them to zero changes nothing else.
-    if device.type == 'cpu': torch.set_flush_denormal(True)
+    if device.type == 'cpu': torch.set_flush_denormal(True); keep_freed_memory()  # and freed activations reused (above)
     # more busy threads than free cores make libgomp's spin-waiting thrash: two runs side by side with a thread
     # per core each took 15 s per step instead of 0.55 s (measured); `threads` splits the cores between them, and
     # without it the processes of a run on one machine share them (see above for OMP_WAIT_POLICY)

@@ -45,14 +45,46 @@ class ReflectionPad(nn.ReflectionPad2d):
         if x.device.type != 'cpu': return super().forward(x)
         with torch.autocast('cpu', enabled=False):
             p = self.padding[0]
-            if x.dim() == 4 and all(q == p for q in self.padding) and not torch.jit.is_tracing(): return _ReflectPadFn.apply(x, p)
+            if x.dim() == 4 and all(q == p for q in self.padding) and not _channels_last(x) and not torch.jit.is_tracing():
+                return _ReflectPadFn.apply(x, p)  # (channels-last, ATen's own backward is as fast and copies less)
             return super().forward(x)
 
 
+class _InstanceNormCL(torch.autograd.Function):
+    "Instance norm of a channels-last CPU tensor as one batch norm per image, in ATen's channels-last batch-norm kernels."
+    @staticmethod
+    def forward(ctx, x, eps):
+        w = torch.ones(x.shape[1])  # a float32 scale of 1 selects the mixed-precision kernel: float32 statistics for bf16
+        y, mean, invstd = torch.empty_like(x), x.new_empty(x.shape[:2], dtype=torch.float32), x.new_empty(x.shape[:2], dtype=torch.float32)
+        for i in range(x.shape[0]):  # an image of a channels-last batch is a channels-last tensor of its own: no copies
+            torch.ops.aten.native_batch_norm.out(x[i:i + 1], w, None, None, None, True, 0.0, eps,
+                                                 out=y[i:i + 1], save_mean=mean[i], save_invstd=invstd[i])
+        ctx.save_for_backward(x, w, mean, invstd); ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, mean, invstd = ctx.saved_tensors
+        g = g.contiguous(memory_format=torch.channels_last)
+        grads = [torch.ops.aten.native_batch_norm_backward(g[i:i + 1], x[i:i + 1], w, None, None, mean[i], invstd[i],
+                                                           True, ctx.eps, [True, False, False])[0] for i in range(x.shape[0])]
+        if len(grads) == 1: return grads[0], None
+        gx = torch.empty_like(x)
+        for i, gi in enumerate(grads): gx[i:i + 1] = gi
+        return gx, None
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    "Is `x` laid out channels-last (and not also contiguous, as 1x1 images or single channels are)?"
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class InstanceNorm(nn.InstanceNorm2d):
-    "`nn.InstanceNorm2d`, computed on CPU as a group norm with one channel per group: the same function, a faster kernel."
+    "`nn.InstanceNorm2d`, computed on CPU by faster kernels: a group norm with one channel per group, per-image batch norms channels-last."
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == 'cpu' and x.dim() == 4 and not self.track_running_stats and not torch.jit.is_tracing():
+            if not self.affine and _channels_last(x) and x.dtype in (torch.float32, torch.bfloat16):
+                with torch.autocast('cpu', enabled=False): return _InstanceNormCL.apply(x, self.eps)
             return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
         return super().forward(x)
 

@@ -42,6 +42,28 @@ def test_resume_is_bit_identical(data, tmp_path, precision):
     assert_same_training_state(straight, resumed)
 
 
+def test_bf16_on_cpu_steps_channels_last(data):
+    "bf16 on a CPU runs channels-last by default: the same networks and step as the default layout, to bf16 rounding."
+    import torch
+    from cyclegan_pws.config import CycleGANConfig
+    from cyclegan_pws.engine import Runner
+    g = torch.Generator().manual_seed(0)
+    # two images with very different statistics: a norm that mixed the batch's images would show
+    x = torch.cat([torch.rand(1, 3, 32, 32, generator=g) * 0.2 - 0.9, torch.rand(1, 3, 32, 32, generator=g) * 2 - 1])
+    task = CycleGAN(CycleGANConfig(model='tiny', size=32), seed=0)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y_cl, y = task.G_BA(x.contiguous(memory_format=torch.channels_last)), task.G_BA(x)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and (y_cl.float() - y.float()).abs().max() <= 1e-2
+    batch = {k: (torch.rand(2, 3, 32, 32, generator=g) * torch.tensor([60., 255.]).view(2, 1, 1, 1)).to(torch.uint8) for k in 'AB'}
+    run, losses = Runner('cpu', 'bf16'), {}
+    for cl in (None, False):
+        t = CycleGAN(CycleGANConfig(model='tiny', size=32, pool_size=2, channels_last=cl), seed=0)
+        assert t.memory_format(run) == (torch.channels_last if cl is None else torch.contiguous_format)
+        losses[cl] = {k: float(v) for k, v in t.step(batch, run).items()}
+    assert task.memory_format(Runner('cpu', 'fp32')) == torch.contiguous_format  # fp32: the default layout
+    for k, v in losses[False].items(): assert abs(losses[None][k] - v) <= 0.01 * abs(v) + 1e-3, (k, losses)
+
+
 def test_damaged_newest_checkpoint_falls_back(data, tmp_path):
     rc = _rc(data, steps=3)
     _train(rc, tmp_path, stop_at=2)
