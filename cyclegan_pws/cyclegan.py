@@ -75,11 +75,11 @@ class CycleGAN(GANTask):
         self.ada = AdaptiveAugment(target=cfg.ada_target, policy=cfg.policy) if cfg.augment == 'ada' else None
         self.make_optimizers(cfg.lr_g, cfg.lr_d, cfg.betas)
 
-    def augment(self, x: Tensor) -> Tensor:
-        "What D sees of an image: DiffAugment, adaptive or fixed, or the image itself."
-        if self.ada is not None: return self.ada(x)
-        if self.cfg.augment == 'diffaug': return diff_augment(x, self.cfg.policy)
-        return x
+    def augment(self, x: Tensor, mf: torch.memory_format) -> Tensor:
+        "What D sees of an image, in D's layout `mf`: DiffAugment, adaptive or fixed, or the image itself."
+        if self.ada is not None: x = self.ada(x)
+        elif self.cfg.augment == 'diffaug': x = diff_augment(x, self.cfg.policy)
+        return x.contiguous(memory_format=mf)
 
     def memory_format(self, run: Runner) -> torch.memory_format:
         "Channels-last activations when the config asks, or by default for bf16 on a CPU (oneDNN's fast layout there)."
@@ -96,8 +96,7 @@ class CycleGAN(GANTask):
             fake_B, idt_B = self.G_AB(torch.cat([real_A, real_B])).chunk(2)
             fake_A, idt_A = self.G_BA(torch.cat([real_B, real_A])).chunk(2)
         else: fake_B, fake_A = self.G_AB(real_A), self.G_BA(real_B)
-        adv = g_loss(self.D_B(self.augment(fake_B).contiguous(memory_format=mf)), c.loss) + \
-              g_loss(self.D_A(self.augment(fake_A).contiguous(memory_format=mf)), c.loss)
+        adv = g_loss(self.D_B(self.augment(fake_B, mf)), c.loss) + g_loss(self.D_A(self.augment(fake_A, mf)), c.loss)
         cycle = F.l1_loss(self.G_BA(fake_B).float(), real_A.float())
         loss = adv + c.lambda_cycle * cycle
         lam_B = c.lambda_cycle if c.lambda_cycle_B is None else c.lambda_cycle_B
@@ -114,8 +113,8 @@ class CycleGAN(GANTask):
         "Each D on augmented reals and on augmented fakes drawn through its image pool, both in one call."
         c, mf = self.cfg, self.memory_format(run)
         old_A, old_B = self.pool_A(made['fake_A']), self.pool_B(made['fake_B'])
-        real_A, fake_A = self.D_A(self.augment(torch.cat([made['A'], old_A.to(made['A'].dtype)])).contiguous(memory_format=mf)).chunk(2)
-        real_B, fake_B = self.D_B(self.augment(torch.cat([made['B'], old_B.to(made['B'].dtype)])).contiguous(memory_format=mf)).chunk(2)
+        real_A, fake_A = self.D_A(self.augment(torch.cat([made['A'], old_A.to(made['A'].dtype)]), mf)).chunk(2)
+        real_B, fake_B = self.D_B(self.augment(torch.cat([made['B'], old_B.to(made['B'].dtype)]), mf)).chunk(2)
         loss_A, loss_B = d_loss(real_A, fake_A, c.loss), d_loss(real_B, fake_B, c.loss)
         made['real_logits'] = (real_A.detach(), real_B.detach())
         return loss_A + loss_B, {'D_A': loss_A, 'D_B': loss_B}

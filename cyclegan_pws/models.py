@@ -39,6 +39,11 @@ class _ReflectPadFn(torch.autograd.Function):
         return gh, None
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    "Is `x` laid out channels-last (and not also contiguous, as 1x1 images or single channels are)?"
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class ReflectionPad(nn.ReflectionPad2d):
     "`nn.ReflectionPad2d` that pads in its input's dtype (CPU autocast would pad in float32), with a faster CPU backward."
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +77,6 @@ class _InstanceNormCL(torch.autograd.Function):
         gx = torch.empty_like(x)
         for i, gi in enumerate(grads): gx[i:i + 1] = gi
         return gx, None
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    "Is `x` laid out channels-last (and not also contiguous, as 1x1 images or single channels are)?"
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class InstanceNorm(nn.InstanceNorm2d):
