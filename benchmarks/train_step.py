@@ -30,7 +30,7 @@ VARIANTS = {  # name: (precision, CycleGANConfig overrides, TF32 convs/matmuls o
     'fp32': ('fp32', {}, False),
     'bf16': ('bf16', {}, False),
     'bf16_nchw': ('bf16', {'channels_last': False}, False),         # activations in torch's default layout
-    'bf16_channels_last': ('bf16', {'channels_last': True}, False),  # weights channels-last too
+    'bf16_channels_last': ('bf16', {'channels_last': True}, False),  # channels-last on any device (bf16 on CPU: the default)
     'fp32_channels_last': ('fp32', {'channels_last': True}, False),
     'tf32': ('fp32', {}, True),                  # CUDA only: fp32 weights, TF32 tensor cores
     'fp16': ('fp16', {}, False),                 # CUDA: fp16 tensor cores + loss scaling (what a T4 gets)

@@ -203,7 +203,7 @@ class CycleGANConfig:
     augment: str = 'none'            # none | diffaug | ada
     policy: str = 'color,translation,cutout'
     ada_target: float = 0.6
-    channels_last: Optional[bool] = None  # channels-last activations (True: weights too); None: where faster, bf16 on CPU
+    channels_last: Optional[bool] = None  # channels-last activations and weights; None: where faster, bf16 on CPU
 
     def __post_init__(self):
         _check_choices('cyclegan config', [('loss', self.loss, LOSSES), ('augment', self.augment, AUGMENTS)])

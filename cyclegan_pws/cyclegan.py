@@ -21,7 +21,7 @@ from .engine import GANTask, Runner, fit
 from .losses import d_loss, g_loss
 
 # %% auto #0
-__all__ = ['ImagePool', 'CycleGAN', 'sample_faces', 'train_cyclegan']
+__all__ = ['ImagePool', 'in_one_call', 'CycleGAN', 'sample_faces', 'train_cyclegan']
 
 # %% ../nbs/15_cyclegan.ipynb #8e45b214
 class ImagePool(nn.Module):
@@ -57,6 +57,11 @@ class ImagePool(nn.Module):
         self._write(rows, swap, x32)
         return torch.where(swap[:, None, None, None], old, x32).to(x.dtype)
 
+# %% ../nbs/15_cyclegan.ipynb #63f9ab59
+def in_one_call(net: nn.Module, **inputs: Tensor) -> dict:
+    "`net` on named batches of images in one call, its output split back by name (for networks whose layers work per image)."
+    return dict(zip(inputs, net(torch.cat(list(inputs.values()))).chunk(len(inputs))))
+
 # %% ../nbs/15_cyclegan.ipynb #8721c8d1
 class CycleGAN(GANTask):
     "CycleGAN as an engine task: G_AB (healthy->PWS), G_BA (PWS->healthy), D_A, D_B, two Adams, two pools, augmentation."
@@ -69,7 +74,7 @@ class CycleGAN(GANTask):
         m = cfg.model_config
         self.G_AB, self.G_BA = build_generator(m, generator=g), build_generator(m, generator=g)
         self.D_A, self.D_B = build_discriminator(m, cfg.size, generator=g), build_discriminator(m, cfg.size, generator=g)
-        if cfg.channels_last: self.to(memory_format=torch.channels_last)
+        self._layout = torch.contiguous_format  # the networks' weights' layout; `memory_format` moves them to the run's
         shape = (3, cfg.size, cfg.size)
         self.pool_A, self.pool_B = ImagePool(cfg.pool_size, shape), ImagePool(cfg.pool_size, shape)
         self.ada = AdaptiveAugment(target=cfg.ada_target, policy=cfg.policy) if cfg.augment == 'ada' else None
@@ -82,31 +87,35 @@ class CycleGAN(GANTask):
         return x.contiguous(memory_format=mf)
 
     def memory_format(self, run: Runner) -> torch.memory_format:
-        "Channels-last activations when the config asks, or by default for bf16 on a CPU (oneDNN's fast layout there)."
+        "The run's layout, channels-last where the config asks or by default for bf16 on a CPU; the weights follow it."
         on = self.cfg.channels_last
-        if on is None: on = run.device.type == 'cpu' and run.precision == 'bf16'
-        return torch.channels_last if on else torch.contiguous_format
+        if on is None: on = run.device.type == 'cpu' and run.precision == 'bf16'  # oneDNN's fast layout there
+        mf = torch.channels_last if on else torch.contiguous_format
+        if mf != self._layout:  # once per run: each step's convolutions then find their weights in their layout
+            for n in self.networks: getattr(self, n).to(memory_format=mf)
+            self._layout = mf
+        return mf
 
     def generator_loss(self, batch: dict, run: Runner) -> tuple[Tensor, dict, dict]:
         "Adversarial (D frozen, fakes augmented like the reals D sees) + λ·L1 cycle per direction + λ·λ_idt·L1 identity."
         c = self.cfg
         mf = self.memory_format(run)
         real_A, real_B = to_float(batch['A']).contiguous(memory_format=mf), to_float(batch['B']).contiguous(memory_format=mf)
-        if c.lambda_identity > 0:  # one call per generator on [its input, its own domain]: every layer is per image
-            fake_B, idt_B = self.G_AB(torch.cat([real_A, real_B])).chunk(2)
-            fake_A, idt_A = self.G_BA(torch.cat([real_B, real_A])).chunk(2)
-        else: fake_B, fake_A = self.G_AB(real_A), self.G_BA(real_B)
+        idt, lam_B = c.lambda_identity > 0, (c.lambda_cycle if c.lambda_cycle_B is None else c.lambda_cycle_B)
+        # G_BA first: G_AB then also brings G_BA's fake back to B, in its one call
+        out = in_one_call(self.G_BA, fake_A=real_B, **({'idt_A': real_A} if idt else {}))
+        out |= in_one_call(self.G_AB, fake_B=real_A, **({'idt_B': real_B} if idt else {}), **({'rec_B': out['fake_A']} if lam_B > 0 else {}))
+        fake_A, fake_B = out['fake_A'], out['fake_B']
         adv = g_loss(self.D_B(self.augment(fake_B, mf)), c.loss) + g_loss(self.D_A(self.augment(fake_A, mf)), c.loss)
-        cycle = F.l1_loss(self.G_BA(fake_B).float(), real_A.float())
+        cycle = F.l1_loss(self.G_BA(fake_B).float(), real_A.float())  # the one call that waits for G_AB
         loss = adv + c.lambda_cycle * cycle
-        lam_B = c.lambda_cycle if c.lambda_cycle_B is None else c.lambda_cycle_B
         if lam_B > 0:
-            cyc_B = F.l1_loss(self.G_AB(fake_A).float(), real_B.float())
+            cyc_B = F.l1_loss(out['rec_B'].float(), real_B.float())
             loss, cycle = loss + lam_B * cyc_B, cycle + cyc_B
         logs = {'G_adv': adv, 'cycle': cycle}
-        if c.lambda_identity > 0:
-            idt = F.l1_loss(idt_B.float(), real_B.float()) + F.l1_loss(idt_A.float(), real_A.float())
-            loss, logs['idt'] = loss + c.lambda_cycle * c.lambda_identity * idt, idt
+        if idt:
+            idt_loss = F.l1_loss(out['idt_B'].float(), real_B.float()) + F.l1_loss(out['idt_A'].float(), real_A.float())
+            loss, logs['idt'] = loss + c.lambda_cycle * c.lambda_identity * idt_loss, idt_loss
         return loss, logs, {'A': real_A, 'B': real_B, 'fake_A': fake_A.detach(), 'fake_B': fake_B.detach()}
 
     def discriminator_loss(self, batch: dict, run: Runner, made: dict) -> tuple[Tensor, dict]:

@@ -60,6 +60,8 @@ def test_bf16_on_cpu_steps_channels_last(data):
         t = CycleGAN(CycleGANConfig(model='tiny', size=32, pool_size=2, channels_last=cl), seed=0)
         assert t.memory_format(run) == (torch.channels_last if cl is None else torch.contiguous_format)
         losses[cl] = {k: float(v) for k, v in t.step(batch, run).items()}
+        w = t.G_BA.model[1].weight  # the stem's 7x7 convolution's: the weights follow the run's layout
+        assert (w.is_contiguous(memory_format=torch.channels_last), w.is_contiguous()) == ((True, False) if cl is None else (False, True))
     assert task.memory_format(Runner('cpu', 'fp32')) == torch.contiguous_format  # fp32: the default layout
     for k, v in losses[False].items(): assert abs(losses[None][k] - v) <= 0.01 * abs(v) + 1e-3, (k, losses)
 

@@ -83,17 +83,17 @@ def test_identity_off_and_one_cycle():
     for name in ('G_AB', 'G_BA'): getattr(task, name).register_forward_hook(lambda m, i, o, n=name: calls.append((n, i[0].shape[0])))
     b = {k: torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8) for k in 'AB'}
     loss, logs, made = task.generator_loss(b, Runner())
-    assert calls == [('G_AB', 2), ('G_BA', 2), ('G_BA', 2)] and 'idt' not in logs
+    assert calls == [('G_BA', 2), ('G_AB', 2), ('G_BA', 2)] and 'idt' not in logs
 
 
 def test_generator_and_discriminator_calls_are_batched():
-    "Four generator calls (two on twice the batch) and four discriminator calls per step, instead of six and six."
+    "Three generator calls (on twice and three times the batch, then the batch) and four discriminator calls per step, instead of six and six."
     task = CycleGAN(CycleGANConfig(model='tiny', size=32, augment='none'), seed=0)
     calls = []
     for name in ('G_AB', 'G_BA', 'D_A', 'D_B'):
         getattr(task, name).register_forward_hook(lambda m, i, o, n=name: calls.append((n, i[0].shape[0])))
     task.step({k: torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8) for k in 'AB'}, Runner())
-    assert calls == [('G_AB', 6), ('G_BA', 6), ('D_B', 3), ('D_A', 3), ('G_BA', 3), ('G_AB', 3), ('D_A', 6), ('D_B', 6)], calls
+    assert calls == [('G_BA', 6), ('G_AB', 9), ('D_B', 3), ('D_A', 3), ('G_BA', 3), ('D_A', 6), ('D_B', 6)], calls
 
 
 class OneHotPool(ImagePool):
