@@ -242,9 +242,11 @@ def download_images(items: Iterable, out, session: Optional[requests.Session] = 
         except DownloadError as e:
             ready[i] = {**hit, 'status': 'skipped', 'error': str(e), 'fetched_at': _iso(clock())}; continue
         staged = store.pending.get(url)
-        if staged and not (retry_errors and staged['status'] == 'error') and \
-                (staged['status'] != 'fetched' or (store.out / staged['file']).exists()):
-            ready[i] = {**staged, **hit}  # finished before the last run was killed: recorded now, not fetched again
+        if staged and not (retry_errors and staged['status'] == 'error') and (staged['status'] != 'fetched' or
+                (store.out / staged['file']).exists() or store.same_as(staged['sha256'], staged['phash'])):
+            # finished before the last run was killed: recorded now, not fetched again (a duplicate needs no copy:
+            # `record` deletes it just before writing the line, and a kill may fall in between)
+            ready[i] = {**staged, **hit}
     todo = deque(i for i in range(len(hits)) if i not in ready)
     session, stop, busy, running = guarded_session(cfg, session), RunStop(), Counter(), {}
     pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix='cyclegan-pws-download')

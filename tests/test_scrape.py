@@ -346,6 +346,17 @@ def test_interrupted_run_keeps_finished_work(server, tmp_path):
     assert counts == Counter(resumed=1, ok=2) and server.hits['/good.jpg'] == 1 and leftovers(out) == []
 
 
+def test_a_duplicate_whose_copy_went_before_a_kill_is_not_fetched_again(server, tmp_path):
+    "Killed between deleting a duplicate's copy and writing its line: the journal's record is enough, no new request."
+    _, recs, out = run(server, tmp_path, ['/good.jpg'])
+    _, alone, _ = run(server, tmp_path / 'alone', ['/dup-big.jpg'])  # its hashes and file name, as a killed run journals them
+    (out / PENDING).write_text(json.dumps({**alone['/dup-big.jpg'], 'status': 'fetched'}) + '\n')  # its copy: not in `out`
+    before = server.hits['/dup-big.jpg']
+    counts = download_images([server.url('/good.jpg'), server.url('/dup-big.jpg')], out, cfg=cfg())
+    assert counts == Counter(resumed=1, duplicate=1) and server.hits['/dup-big.jpg'] == before
+    assert pngs(out) == [recs['/good.jpg']['file']] and not (out / PENDING).exists()
+
+
 def test_download_rebuilds_from_manifest(server, tmp_path):
     counts, recs, out = run(server, tmp_path, ['/good.jpg', '/dup-big.jpg', '/cat.jpg', '/404.jpg'])
     rebuilt = tmp_path / 'rebuilt'
