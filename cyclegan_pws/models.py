@@ -73,10 +73,7 @@ class _InstanceNormCL(torch.autograd.Function):
         g = g.contiguous(memory_format=torch.channels_last)
         grads = [torch.ops.aten.native_batch_norm_backward(g[i:i + 1], x[i:i + 1], w, None, None, mean[i], invstd[i],
                                                            True, ctx.eps, [True, False, False])[0] for i in range(x.shape[0])]
-        if len(grads) == 1: return grads[0], None
-        gx = torch.empty_like(x)
-        for i, gi in enumerate(grads): gx[i:i + 1] = gi
-        return gx, None
+        return (grads[0] if len(grads) == 1 else torch.cat(grads)), None  # cat keeps the channels-last layout
 
 
 class InstanceNorm(nn.InstanceNorm2d):
