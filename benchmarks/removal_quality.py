@@ -70,11 +70,9 @@ def trained_rows(method: str, seed: int, data: Path, sets: dict, out: Path, step
     if result['status'] != 'done': raise SystemExit(f'{out}/run stopped at step {result["step"]}; run again to resume')
     extra = {k: v for k, v in sets.items() if k != 'held_out_faces'}
     m = evaluate_run(out / 'run', data, out / 'eval', fid=False, export=False, device=device, sets=extra)['metrics']
-    rows = {'held_out_faces': {k: m[k] for k in SET_KEYS if k in m}, **m['sets']}
-    rows['held_out_faces']['healthy'] = m.get('healthy')
-    for r in rows.values():
-        h = r.pop('healthy', None)
-        if h: r['healthy_changed_pct'] = h['face_changed_pct_pooled']
+    rows = {'held_out_faces': {k: m[k] for k in (*SET_KEYS, 'healthy') if k in m}, **m['sets']}
+    for r in rows.values():   # the set's healthy faces put through the method: how much of them it changed
+        if h := r.pop('healthy', None): r['healthy_changed_pct'] = h['face_changed_pct_pooled']
     return rows, train_s
 
 
