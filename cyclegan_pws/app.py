@@ -10,7 +10,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 from .io import ImageError, UserError, read_image
 from .faces import FaceConfig, FaceRejected, crop_face
@@ -19,11 +20,13 @@ from .metrics import clearance, estimate_lesion_mask, image_tensor, change_outsi
 from .predict import load_predictor
 from .dose_response import DoseLooks
 from .report import png_uri
+from .mirror import face_coords, region_parts
 
 # %% auto #0
-__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'PhotoError', 'load_photo',
-           'load_predictors', 'process_photo', 'strip_items', 'describe', 'private_upload_dir', 'forget_upload',
-           'build_app', 'is_loopback', 'launch']
+__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'PART_MIN', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'KEPT', 'LEFT',
+           'PhotoError', 'load_photo', 'load_predictors', 'stain_parts', 'find_stain', 'process_photo', 'strip_items',
+           'describe', 'private_upload_dir', 'forget_upload', 'part_name', 'parts_picture', 'build_app', 'is_loopback',
+           'launch']
 
 # %% ../nbs/25_app.ipynb #73e0fc29
 class PhotoError(UserError):
@@ -64,13 +67,48 @@ def _crop(photo: Image.Image, face: FaceConfig):
     try: return crop_face(photo, face)
     except FaceRejected as e: raise PhotoError(e.reason, PHOTO_MESSAGES.get(e.reason, str(e))) from None
 
-def process_photo(image, remove: Callable, treat: Optional[Callable] = None, sessions: Sequence[float] = (1, 5, 10),
-                  face: FaceConfig = FaceConfig(size=256)) -> dict:
-    "Face crop, stain removed by `remove`, measured clearance % and grade, how much changed outside the stain, and `treat`'s look after each of `sessions`."
+PART_MIN = 0.002   # parts of the region smaller than this share of the crop are not listed (and always removed)
+
+def _where(part: np.ndarray, lm: dict) -> str:
+    "Where on the face a part (H,W bool) lies, in words: forehead, eye, nose, cheek, lips or chin, and on which side of the photo."
+    u, v = (t[0, 0].numpy()[part] for t in face_coords(lm, *part.shape))
+    across, down = float(u.mean()), float(v.mean())      # in eye distances from between the eyes, + = the photo's right, down
+    if down < -0.35: zone = 'forehead'
+    elif down < 0.35: zone = 'eye'
+    elif down < 0.85: zone = 'nose' if abs(across) < 0.35 else 'cheek'
+    elif down < 1.35: zone = 'lips' if abs(across) < 0.6 else 'cheek'
+    else: zone = 'chin'
+    if u.min() < -0.25 and u.max() > 0.25 and abs(across) < 0.5: return f'{zone}, both sides'
+    return f"{zone}, {'middle' if abs(across) < 0.25 else 'left' if across < 0 else 'right'} of the photo"
+
+def stain_parts(region: torch.Tensor, lm: dict) -> tuple[np.ndarray, list[dict]]:
+    "(labels (H,W), parts): the connected parts of a stain `region` (1,1,H,W), largest first, each with its label, share of the crop and place."
+    labels, n = region_parts(region, min_pixels=1)
+    lab = labels[0, 0].cpu().numpy()
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    listed = sorted((i for i in range(1, n + 1) if sizes[i] >= PART_MIN * lab.size), key=lambda i: -sizes[i])
+    return lab, [dict(label=int(i), share=float(sizes[i] / lab.size), where=_where(lab == i, lm)) for i in listed]
+
+def find_stain(image, remove: Callable, face: FaceConfig = FaceConfig(size=256)) -> dict:
+    "The photo's face crop and the stain region `remove` finds on it, with its parts (no region for a remover without `.region`: a CycleGAN)."
     crop = _crop(load_photo(image), face)
     before = to_tensor(crop.image)
-    afters = [remove(before, crop.landmarks)]
-    looks = treat.at_sessions(before, crop.landmarks, list(sessions)) if isinstance(treat, DoseLooks) else None
+    region = remove.region(before, crop.landmarks) if hasattr(remove, 'region') else None
+    labels, parts = stain_parts(region, crop.landmarks) if region is not None else (None, [])
+    return dict(crop=crop, before=before, region=region, labels=labels, parts=parts)
+
+def process_photo(image, remove: Callable, treat: Optional[Callable] = None, sessions: Sequence[float] = (1, 5, 10),
+                  face: FaceConfig = FaceConfig(size=256), found: Optional[dict] = None, leave_out: Sequence[int] = ()) -> dict:
+    "Face crop, stain removed by `remove` (all of its region but the parts labelled in `leave_out`), measured clearance % and grade, how much changed outside the stain, and `treat`'s look after each of `sessions`."
+    found = found if found is not None else find_stain(image, remove, face)
+    crop, before, region = found['crop'], found['before'], found['region']
+    if region is None: afters = [remove(before, crop.landmarks)]
+    else:
+        if len(leave_out): region = region * torch.from_numpy(~np.isin(found['labels'], list(leave_out)))[None, None].to(region)
+        afters = [remove(before, crop.landmarks, region=region)]
+    # the looks follow the region the clinician kept; untouched, they take the one their own run finds
+    mask = region if region is not None and len(leave_out) else None
+    looks = treat.at_sessions(before, crop.landmarks, list(sessions), mask=mask) if isinstance(treat, DoseLooks) else None
     if looks is not None: afters += [by_p[_typical(treat)][0] for by_p in looks]
     elif treat is not None: afters += list(treat(before, list(sessions)))
     lesion = estimate_lesion_mask(before)
@@ -82,6 +120,7 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
                 changed_outside_pct=float(change['changed_outside_pct'][0]), psnr_outside_db=float(change['psnr_outside_db'][0]),
                 damaged=bool(looks_damaged(change)[0]),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),
+                found=found, parts=found['parts'], left_out=[int(i) for i in leave_out],
                 treatment=[dict(sessions=float(s), image=to_pil(a), clearance_pct=p, grade=g,
                                 extrapolated=s > getattr(treat, 'max_sessions', math.inf),
                                 **({} if looks is None else {'range': [dict(percentile=q, image=to_pil(y), predicted=c)
@@ -172,6 +211,26 @@ def _gradio():
 
 CSS = '#status p { font-size: 1.05em; font-weight: 600; }'
 DONE = 'Done: drag the slider to compare before and after.'
+KEPT, LEFT = (40, 230, 90), (255, 255, 255)   # outline colours: parts removed, parts left as they are
+
+def part_name(k: int, part: dict) -> str:
+    "A part as the page lists it: its number on the picture, where it is and its size."
+    return f"{k}: {part['where']} ({100 * part['share']:.1f}% of the crop)"
+
+def parts_picture(found: dict, leave_out: Sequence[int] = ()) -> Image.Image:
+    "The face crop with the outline of each listed part of the region (green: removed, white: left as it is) and its number."
+    img, lab = np.array(found['crop'].image), found['labels']
+    font = ImageFont.load_default(size=max(12, img.shape[0] // 16))
+    for p in found['parts']:
+        m = lab == p['label']
+        img[m & ~ndimage.binary_erosion(m, iterations=max(1, img.shape[0] // 128))] = LEFT if p['label'] in leave_out else KEPT
+    pic = Image.fromarray(img); draw = ImageDraw.Draw(pic)
+    for k, p in enumerate(found['parts'], 1):
+        ys, xs = np.nonzero(lab == p['label'])
+        i = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)   # a pixel of the part nearest its centre (a crescent's centre is outside it)
+        draw.text((int(xs[i]), int(ys[i])), str(k), fill=LEFT if p['label'] in leave_out else KEPT, font=font, anchor='mm',
+                  stroke_width=2, stroke_fill=(0, 0, 0))
+    return pic
 
 # %% ../nbs/25_app.ipynb #cafae410
 def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequence[float] = (1, 5, 10),
@@ -181,8 +240,17 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
     os.environ['GRADIO_TEMP_DIR'] = str(upload_dir)  # read by Gradio when blocks and the server are created
     gr = _gradio()
 
+    no_parts = lambda: gr.CheckboxGroup(choices=[], value=[], visible=False)
+
+    def show(r: dict) -> tuple:
+        "What the page shows of a `process_photo` result: status, slider, summary, dose strip, the parts' picture."
+        slider = [_image_data(r['crop'], 'before'), _image_data(r['removed'], 'after')]
+        strip = [{'image': _image_data(img, name), 'caption': cap} for img, name, cap in strip_items(r)] or None
+        pic = _image_data(parts_picture(r['found'], r['left_out']), 'stain_parts') if r['parts'] else None
+        return (DAMAGED if r['damaged'] else DONE, slider, describe(r), strip, pic)
+
     def run(upload):
-        empty = (None, '', None)
+        empty = (None, '', None, None, no_parts(), None)
         if not upload: return ('', *empty)
         path = upload.get('path') if isinstance(upload, dict) else None
         if path is None: return (PHOTO_MESSAGES['unsupported-file'], *empty)
@@ -192,9 +260,16 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
         except PhotoError as e:
             gr.Warning(str(e))
             return (str(e), *empty)
-        slider = [_image_data(r['crop'], 'before'), _image_data(r['removed'], 'after')]
-        strip = [{'image': _image_data(img, name), 'caption': cap} for img, name, cap in strip_items(r)] or None
-        return (DAMAGED if r['damaged'] else DONE, slider, describe(r), strip)
+        names = [(part_name(k, p), p['label']) for k, p in enumerate(r['parts'], 1)]
+        parts = gr.CheckboxGroup(choices=names, value=[n for _, n in names], visible=bool(names))
+        return (*show(r), parts, r['found'])   # the crop and its region stay in this page's session, in memory
+
+    def again(found, kept):
+        "The result again, without the parts the clinician unticked."
+        if found is None: return (gr.skip(),) * 5
+        kept = {int(k) for k in kept or []}
+        return show(process_photo(None, remove, treat, sessions, found=found,
+                                  leave_out=[p['label'] for p in found['parts'] if p['label'] not in kept]))
 
     with gr.Blocks(title='cyclegan-pws: port-wine stain before/after', analytics_enabled=False) as demo:
         gr.Markdown('# Port-wine stain: before / after\nUpload a face photo. It is processed on this computer and '
@@ -204,6 +279,11 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
                 photo = gr.Image(label='Face photo', sources=['upload', 'clipboard'], type='filepath',
                                  elem_id='photo', buttons=['fullscreen'])
                 status = gr.Markdown(elem_id='status')
+                parts = gr.CheckboxGroup(label='Parts of the stain found: untick one that is not the birthmark (the lips, a '
+                                               'flushed cheek) to leave it as it is', visible=False, elem_id='parts')
+                pic = gr.Image(label='Where the stain was found', interactive=False, elem_id='parts_picture',
+                               buttons=['fullscreen'], height=260)
+                found = gr.State()
             with gr.Column(scale=2):
                 slider = gr.ImageSlider(label='Before / after (birthmark removed)', interactive=False,
                                         elem_id='slider', buttons=['fullscreen'])
@@ -213,8 +293,10 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
                                          + (': poor responder, typical, good responder' if looks else ''),
                                    columns=len(treat.percentiles) if looks else len(sessions), visible=treat is not None, elem_id='doses',
                                    interactive=False, buttons=['fullscreen'], height=280, object_fit='contain')
-        photo.upload(run, photo, [status, slider, summary, strip], preprocess=False, postprocess=False,
+        photo.upload(run, photo, [status, slider, summary, strip, pic, parts, found], preprocess=False, postprocess=False,
                      api_visibility='private', show_progress='full')
+        parts.input(again, [found, parts], [status, slider, summary, strip, pic], postprocess=False, api_visibility='private',
+                    show_progress='full')
     demo.upload_dir = upload_dir
     return demo
 

@@ -105,10 +105,11 @@ class StainRemover:
         return stain_region(self.net, x, landmarks, self.cfg.net_size, self.cfg.threshold, self.cfg.seed_threshold).cpu()
 
     @torch.no_grad()
-    def __call__(self, image: Tensor, landmarks: Optional[dict] = None) -> Tensor:
+    def __call__(self, image: Tensor, landmarks: Optional[dict] = None, region: Optional[Tensor] = None) -> Tensor:
+        "The face without the stain inside `region` (1,1,H,W), by default the one `region()` finds (the app lets a clinician drop parts of it)."
         lm = landmarks if landmarks is not None else face_landmarks(image)
         x = image[None].float() / 255
-        return to_uint8(remove_stain(x, self.region(image, lm), lm)[0] * 2 - 1)
+        return to_uint8(remove_stain(x, self.region(image, lm) if region is None else region, lm)[0] * 2 - 1)
 
     def batch(self, images: list[Tensor], landmarks: Optional[list] = None) -> list[Tensor]:
         "Remove the stain from several faces (any sizes), each with its landmarks (None: found per image)."

@@ -67,6 +67,32 @@ def server(tmp_path_factory):
     else: os.environ['GRADIO_TEMP_DIR'] = env
 
 
+@pytest.fixture
+def removal_server(tmp_path_factory):
+    "The app with a removal run's remover whose region is the classical detector's, so a stain is found on the test photo."
+    # one test long: Gradio takes its upload folder from GRADIO_TEMP_DIR, one variable for every app in the process
+    from cyclegan_pws.mirror import asymmetry_region
+    from cyclegan_pws.predict import load_predictor
+    from cyclegan_pws.remover import train_remover
+    d = tmp_path_factory.mktemp('removal')
+    write_synthetic_dataset(d / 'data', n=16, size=64, n_pairs=0)
+    rc = run_config('tiny', str(d / 'data'), kind='removal', train={'steps': 4, 'log_every': 2, 'ckpt_every': 4})
+    with contextlib.redirect_stdout(io.StringIO()): train_remover(rc, d / 'run', progress=False)
+    remover = load_predictor(d / 'run', 'removal')
+
+    class MirrorRegion(type(remover)):
+        def region(self, image, landmarks): return asymmetry_region(image[None].float() / 255, landmarks)
+
+    env = os.environ.get('GRADIO_TEMP_DIR')
+    port = _free_port()
+    demo = launch(remove=MirrorRegion(remover.net, remover.cfg), host='127.0.0.1', port=port, block=False)
+    yield f'http://127.0.0.1:{port}', demo
+    demo.close()
+    shutil.rmtree(demo.upload_dir, ignore_errors=True)
+    if env is None: os.environ.pop('GRADIO_TEMP_DIR', None)
+    else: os.environ['GRADIO_TEMP_DIR'] = env
+
+
 @pytest.fixture(scope='module')
 def browser():
     with sync_api.sync_playwright() as p:
@@ -118,9 +144,33 @@ def test_photo_with_stain_gives_before_after_clearance_and_doses(server, browser
     sync_api.expect(doses).to_have_count(3, timeout=WAIT_MS)
     assert all(doses.nth(i).evaluate('im => im.complete && im.naturalWidth > 0') for i in range(3))
     assert re.search(r'1 session: -?\d+%', page.locator('#doses').inner_text()), page.locator('#doses').inner_text()
+    assert not page.locator('#parts').is_visible()   # a CycleGAN has no region to split into parts
     # nothing stored: the upload was deleted once read, results never became files; no request left the machine
     assert _files(demo.upload_dir) == [], _files(demo.upload_dir)
     assert outside == [], outside
+    page.close()
+
+
+def test_unticking_every_part_of_the_stain_leaves_the_face_as_it_was(removal_server, browser, photos):
+    url, demo = removal_server
+    page, status, outside = _upload(browser, url, photos / 'pws_astronaut.png')
+    boxes = page.locator('#parts input[type=checkbox]')
+    n = boxes.count()
+    assert n >= 1 and all(boxes.nth(i).is_checked() for i in range(n)), page.locator('#parts').inner_text()
+    assert 'cheek, left of the photo' in page.locator('#parts').inner_text()
+    assert page.locator('#parts_picture img').evaluate('im => im.naturalWidth') == 256
+    imgs = page.locator('#slider img')
+    before, after = (np.asarray(_decode(imgs.nth(i).get_attribute('src')), np.int16) for i in range(2))
+    assert np.abs(before - after).max() > 10   # the region's parts were removed
+    picture = page.locator('#parts_picture img')
+    for i in range(n):   # each part unticked is outlined white on a new picture: the page has answered
+        shown = picture.get_attribute('src')
+        boxes.nth(i).uncheck()
+        sync_api.expect(picture).not_to_have_attribute('src', shown, timeout=WAIT_MS)
+    sync_api.expect(page.locator('#summary')).to_contain_text(re.compile('clearance (0%|not measured)'), timeout=WAIT_MS)
+    after = np.asarray(_decode(page.locator('#slider img').nth(1).get_attribute('src')), np.int16)
+    assert np.abs(before - after).max() == 0   # every part unticked: nothing changed
+    assert _files(demo.upload_dir) == [] and outside == [], (_files(demo.upload_dir), outside)
     page.close()
 
 
