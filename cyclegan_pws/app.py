@@ -273,7 +273,8 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
 
     with gr.Blocks(title='cyclegan-pws: port-wine stain before/after', analytics_enabled=False) as demo:
         gr.Markdown('# Port-wine stain: before / after\nUpload a face photo. It is processed on this computer and '
-                    'not stored: the upload is deleted as soon as it is read, results live only in this page.')
+                    'not stored: the upload is deleted as soon as it is read, results live only in this page '
+                    '(and, for parts of the stain to be unticked, in this program\'s memory for 15 minutes).')
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.Image(label='Face photo', sources=['upload', 'clipboard'], type='filepath',
@@ -283,7 +284,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
                                                'flushed cheek) to leave it as it is', visible=False, elem_id='parts')
                 pic = gr.Image(label='Where the stain was found', interactive=False, elem_id='parts_picture',
                                buttons=['fullscreen'], height=260)
-                found = gr.State()
+                found = gr.State(time_to_live=900)   # the crop and its region (Gradio alone would keep them an hour after the tab closes)
             with gr.Column(scale=2):
                 slider = gr.ImageSlider(label='Before / after (birthmark removed)', interactive=False,
                                         elem_id='slider', buttons=['fullscreen'])
