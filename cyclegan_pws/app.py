@@ -23,10 +23,10 @@ from .report import png_uri
 from .mirror import face_coords, region_parts
 
 # %% auto #0
-__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'PART_MIN', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'KEPT', 'LEFT',
-           'PhotoError', 'load_photo', 'load_predictors', 'stain_parts', 'find_stain', 'process_photo', 'strip_items',
-           'describe', 'private_upload_dir', 'forget_upload', 'part_name', 'parts_picture', 'build_app', 'is_loopback',
-           'launch']
+__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'PART_MIN', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'EXPIRED', 'KEPT',
+           'LEFT', 'PhotoError', 'load_photo', 'load_predictors', 'stain_parts', 'find_stain', 'process_photo',
+           'strip_items', 'describe', 'private_upload_dir', 'forget_upload', 'part_name', 'parts_picture', 'build_app',
+           'is_loopback', 'launch']
 
 # %% ../nbs/25_app.ipynb #73e0fc29
 class PhotoError(UserError):
@@ -211,6 +211,7 @@ def _gradio():
 
 CSS = '#status p { font-size: 1.05em; font-weight: 600; }'
 DONE = 'Done: drag the slider to compare before and after.'
+EXPIRED = 'This photo is no longer held (15 minutes passed): upload it again to change the parts of the stain.'
 KEPT, LEFT = (40, 230, 90), (255, 255, 255)   # outline colours: parts removed, parts left as they are
 
 def part_name(k: int, part: dict) -> str:
@@ -266,7 +267,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
 
     def again(found, kept):
         "The result again, without the parts the clinician unticked."
-        if found is None: return (gr.skip(),) * 5
+        if found is None: return (EXPIRED, *(gr.skip(),) * 4)
         kept = {int(k) for k in kept or []}
         return show(process_photo(None, remove, treat, sessions, found=found,
                                   leave_out=[p['label'] for p in found['parts'] if p['label'] not in kept]))
