@@ -27,7 +27,8 @@ from cyclegan_pws.treatment import train_treatment
 
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--no-first-run', '--disable-quic']
-OUTCOME = re.compile('|'.join(re.escape(m) for m in (DONE, DAMAGED, *PHOTO_MESSAGES.values())))  # not the progress text
+# the whole status line, once the progress overlay ("processing | 0.1/0.3s") has gone from it
+OUTCOME = re.compile(r'^\s*(?:' + '|'.join(re.escape(m) for m in (DONE, DAMAGED, *PHOTO_MESSAGES.values())) + r')\s*$')
 WAIT_MS = 180_000  # a busy 2-core CI machine: face detection + a tiny generator take seconds, not minutes
 
 
