@@ -69,9 +69,9 @@ def _crop(photo: Image.Image, face: FaceConfig):
 
 PART_MIN = 0.002   # parts of the region smaller than this share of the crop are not listed (and always removed)
 
-def _where(part: np.ndarray, lm: dict) -> str:
-    "Where on the face a part (H,W bool) lies, in words: forehead, eye, nose, cheek, lips or chin, and on which side of the photo."
-    u, v = (t[0, 0].numpy()[part] for t in face_coords(lm, *part.shape))
+def _where(part: np.ndarray, u: np.ndarray, v: np.ndarray) -> str:
+    "Where on the face a part (H,W bool) lies, in words, from the face's coordinates (H,W each, `face_coords`): forehead, eye, nose, cheek, lips or chin, and on which side of the photo."
+    u, v = u[part], v[part]
     across, down = float(u.mean()), float(v.mean())      # in eye distances from between the eyes, + = the photo's right, down
     if down < -0.35: zone = 'forehead'
     elif down < 0.35: zone = 'eye'
@@ -87,7 +87,8 @@ def stain_parts(region: torch.Tensor, lm: dict) -> tuple[np.ndarray, list[dict]]
     lab = labels[0, 0].cpu().numpy()
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     listed = sorted((i for i in range(1, n + 1) if sizes[i] >= PART_MIN * lab.size), key=lambda i: -sizes[i])
-    return lab, [dict(label=int(i), share=float(sizes[i] / lab.size), where=_where(lab == i, lm)) for i in listed]
+    u, v = (t[0, 0].numpy() for t in face_coords(lm, *lab.shape))
+    return lab, [dict(label=int(i), share=float(sizes[i] / lab.size), where=_where(lab == i, u, v)) for i in listed]
 
 def find_stain(image, remove: Callable, face: FaceConfig = FaceConfig(size=256)) -> dict:
     "The photo's face crop and the stain region `remove` finds on it, with its parts (no region for a remover without `.region`: a CycleGAN)."
@@ -222,15 +223,15 @@ def parts_picture(found: dict, leave_out: Sequence[int] = ()) -> Image.Image:
     "The face crop with the outline of each listed part of the region (green: removed, white: left as it is) and its number."
     img, lab = np.array(found['crop'].image), found['labels']
     font = ImageFont.load_default(size=max(12, img.shape[0] // 16))
-    for p in found['parts']:
-        m = lab == p['label']
-        img[m & ~ndimage.binary_erosion(m, iterations=max(1, img.shape[0] // 128))] = LEFT if p['label'] in leave_out else KEPT
-    pic = Image.fromarray(img); draw = ImageDraw.Draw(pic)
+    numbers = []
     for k, p in enumerate(found['parts'], 1):
-        ys, xs = np.nonzero(lab == p['label'])
+        m, colour = lab == p['label'], LEFT if p['label'] in leave_out else KEPT
+        img[m & ~ndimage.binary_erosion(m, iterations=max(1, img.shape[0] // 128))] = colour
+        ys, xs = np.nonzero(m)
         i = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)   # a pixel of the part nearest its centre (a crescent's centre is outside it)
-        draw.text((int(xs[i]), int(ys[i])), str(k), fill=LEFT if p['label'] in leave_out else KEPT, font=font, anchor='mm',
-                  stroke_width=2, stroke_fill=(0, 0, 0))
+        numbers.append(((int(xs[i]), int(ys[i])), str(k), colour))
+    pic = Image.fromarray(img); draw = ImageDraw.Draw(pic)
+    for xy, text, colour in numbers: draw.text(xy, text, fill=colour, font=font, anchor='mm', stroke_width=2, stroke_fill=(0, 0, 0))
     return pic
 
 # %% ../nbs/25_app.ipynb #cafae410

@@ -37,6 +37,18 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+def _serve(*args, **kwargs):
+    "Yield (url, Blocks) of `launch(*args, **kwargs)` on a free loopback port; then close it and give GRADIO_TEMP_DIR back."
+    env = os.environ.get('GRADIO_TEMP_DIR')
+    port = _free_port()
+    demo = launch(*args, host='127.0.0.1', port=port, block=False, **kwargs)
+    yield f'http://127.0.0.1:{port}', demo
+    demo.close()
+    shutil.rmtree(demo.upload_dir, ignore_errors=True)
+    if env is None: os.environ.pop('GRADIO_TEMP_DIR', None)
+    else: os.environ['GRADIO_TEMP_DIR'] = env
+
+
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
     d = tmp_path_factory.mktemp('photos')
@@ -58,14 +70,7 @@ def server(tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         train_cyclegan(rc, d / 'run', progress=False)
         train_treatment(trc, d / 'treat', progress=False)  # real runs, loaded the way `cyclegan-pws app` loads them
-    env = os.environ.get('GRADIO_TEMP_DIR')
-    port = _free_port()
-    demo = launch(d / 'run', d / 'treat', host='127.0.0.1', port=port, block=False)
-    yield f'http://127.0.0.1:{port}', demo
-    demo.close()
-    shutil.rmtree(demo.upload_dir, ignore_errors=True)
-    if env is None: os.environ.pop('GRADIO_TEMP_DIR', None)
-    else: os.environ['GRADIO_TEMP_DIR'] = env
+    yield from _serve(d / 'run', d / 'treat')
 
 
 @pytest.fixture
@@ -84,14 +89,7 @@ def removal_server(tmp_path_factory):
     class MirrorRegion(type(remover)):
         def region(self, image, landmarks): return asymmetry_region(image[None].float() / 255, landmarks)
 
-    env = os.environ.get('GRADIO_TEMP_DIR')
-    port = _free_port()
-    demo = launch(remove=MirrorRegion(remover.net, remover.cfg), host='127.0.0.1', port=port, block=False)
-    yield f'http://127.0.0.1:{port}', demo
-    demo.close()
-    shutil.rmtree(demo.upload_dir, ignore_errors=True)
-    if env is None: os.environ.pop('GRADIO_TEMP_DIR', None)
-    else: os.environ['GRADIO_TEMP_DIR'] = env
+    yield from _serve(remove=MirrorRegion(remover.net, remover.cfg))
 
 
 @pytest.fixture(scope='module')
