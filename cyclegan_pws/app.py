@@ -23,10 +23,10 @@ from .report import png_uri
 from .mirror import face_coords, region_parts
 
 # %% auto #0
-__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'PART_MIN', 'GRADE_WORDS', 'DAMAGED', 'RESPONDER', 'CSS', 'DONE', 'EXPIRED', 'KEPT',
-           'LEFT', 'PhotoError', 'load_photo', 'load_predictors', 'stain_parts', 'find_stain', 'process_photo',
-           'strip_items', 'describe', 'private_upload_dir', 'forget_upload', 'part_name', 'parts_picture', 'build_app',
-           'is_loopback', 'launch']
+__all__ = ['PHOTO_MESSAGES', 'UNSURE_FACE', 'PART_MIN', 'GRADE_WORDS', 'DAMAGED', 'NO_STAIN', 'RESPONDER', 'CSS', 'DONE',
+           'EXPIRED', 'KEPT', 'LEFT', 'PhotoError', 'load_photo', 'load_predictors', 'stain_parts', 'find_stain',
+           'process_photo', 'strip_items', 'describe', 'private_upload_dir', 'forget_upload', 'part_name',
+           'parts_picture', 'build_app', 'is_loopback', 'launch']
 
 # %% ../nbs/25_app.ipynb #73e0fc29
 class PhotoError(UserError):
@@ -119,7 +119,7 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
     change = change_outside(image_tensor(before), image_tensor(afters[0]), lesion)
     return dict(crop=crop.image, face_unsure=crop.unsure, removed=to_pil(afters[0]), clearance_pct=pct[0], grade=grade[0],
                 changed_outside_pct=float(change['changed_outside_pct'][0]), psnr_outside_db=float(change['psnr_outside_db'][0]),
-                damaged=bool(looks_damaged(change)[0]),
+                damaged=bool(looks_damaged(change)[0]), unchanged=bool(torch.equal(afters[0], before)),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),
                 found=found, parts=found['parts'], left_out=[int(i) for i in leave_out],
                 treatment=[dict(sessions=float(s), image=to_pil(a), clearance_pct=p, grade=g,
@@ -135,6 +135,8 @@ def _typical(looks: DoseLooks) -> float:
 # %% ../nbs/25_app.ipynb #1253a5f8
 GRADE_WORDS = {0: 'no clearance', 1: 'poor (1–25%)', 2: 'fair (26–50%)', 3: 'good (51–75%)', 4: 'excellent (76–100%)'}
 DAMAGED = 'Warning: the model also changed the face outside the stain, so this picture is not a reliable result.'
+NO_STAIN = ('No stain was found, so the photo is shown as it was. The remover measures a stain against the other side of '
+            'the face: one that covers both sides alike, or the whole face, or a faint one can go unfound.')
 
 def _pct(p: float, g: int) -> str:
     return 'not measured (no stain detected)' if not math.isfinite(p) else f'**{p:.0f}%** (grade {g}: {GRADE_WORDS[g]})'
@@ -169,6 +171,7 @@ def describe(result: dict) -> str:
         lines.append(f"Outside the stain {result['changed_outside_pct']:.1f}% of the face changed visibly "
                      f"(PSNR {result['psnr_outside_db']:.0f} dB there)."
                      + (f' **{DAMAGED}**' if result['damaged'] else ''))
+    if result.get('unchanged') and not result.get('left_out'): lines.append(f'**{NO_STAIN}**')   # not when the clinician left every part out
     if result.get('face_unsure'): lines.append(f'**{UNSURE_FACE}**')
     for t in result['treatment']:
         n = f"{t['sessions']:g} session{'s' if t['sessions'] != 1 else ''}"

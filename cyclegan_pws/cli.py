@@ -238,6 +238,9 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
     if r['damaged_files']:
         typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
                    f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
+    if r.get('no_stain_files'):
+        typer.echo(f"translate: {len(r['no_stain_files'])} of {r['translated']} came back unchanged, no stain found (e.g. {r['no_stain_files'][0]}): "
+                   'a stain on both sides of the face alike, over all of it, or a faint one can go unfound', err=True)
 
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),

@@ -204,7 +204,7 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch_size < 1: raise UserError(f'batch_size={batch_size}: use 1 or more')
     files = _by_stem(inp)
     tr = load_predictor(checkpoint, 'removal', direction, device)
-    out, counts, damaged, no_face = Path(out), {'ok': 0, 'resized': 0}, [], []
+    out, counts, damaged, no_face, no_stain = Path(out), {'ok': 0, 'resized': 0}, [], [], []
     def landmarks(p, x):
         try: return face_landmarks(x, p)                         # its <stem>.json first, then MTCNN
         except FaceRejected as e:   # written as it came, so every input still has its output
@@ -218,6 +218,7 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
             save_image(to_pil(y), out / f'{p.stem}.png')
             counts['ok'] += 1; counts['resized'] += tr.size is not None and x.shape[-2:] != (tr.size, tr.size)
             if direction == 'B2A' and changed_outside_stain(x, y): damaged.append(p.name)
+            if isinstance(tr, StainRemover) and torch.equal(x, y): no_stain.append(p.name)
         return []
     images, skipped = _readable(files, progress)
     batch = []
@@ -227,7 +228,7 @@ def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: i
     if batch: flush(batch)
     n_ok, n_resized = counts['ok'], counts['resized']
     return {'translated': n_ok, 'resized': n_resized, 'skipped': len(skipped), 'skipped_files': skipped,
-            'damaged_files': damaged, 'no_face_files': no_face, 'direction': direction, 'size': tr.size, 'out': str(out)}
+            'damaged_files': damaged, 'no_face_files': no_face, 'no_stain_files': no_stain, 'direction': direction, 'size': tr.size, 'out': str(out)}
 
 def changed_outside_stain(before: Tensor, after: Tensor) -> bool:
     "Did a removal visibly change the face outside the stain (`metrics.looks_damaged`, the stain located by redness)?"
