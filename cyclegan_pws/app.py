@@ -10,16 +10,16 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .io import ImageError, UserError, read_image
 from .faces import FaceConfig, FaceRejected, crop_face
 from .data import to_tensor, to_pil
 from .metrics import clearance, estimate_lesion_mask, image_tensor, change_outside, looks_damaged
-from .predict import load_predictor
+from .predict import MISSED, load_predictor
 from .dose_response import DoseLooks
-from .report import png_uri
+from .report import label_font, png_uri
 from .mirror import face_coords, region_parts
 
 # %% auto #0
@@ -121,7 +121,7 @@ def process_photo(image, remove: Callable, treat: Optional[Callable] = None, ses
                 changed_outside_pct=float(change['changed_outside_pct'][0]), psnr_outside_db=float(change['psnr_outside_db'][0]),
                 damaged=bool(looks_damaged(change)[0]), unchanged=bool(torch.equal(afters[0], before)),
                 lesion=lesion[0, 0].numpy(), lesion_fraction=float(lesion.float().mean()),
-                found=found, parts=found['parts'], left_out=[int(i) for i in leave_out],
+                found=found, left_out=[int(i) for i in leave_out],
                 treatment=[dict(sessions=float(s), image=to_pil(a), clearance_pct=p, grade=g,
                                 extrapolated=s > getattr(treat, 'max_sessions', math.inf),
                                 **({} if looks is None else {'range': [dict(percentile=q, image=to_pil(y), predicted=c)
@@ -135,8 +135,7 @@ def _typical(looks: DoseLooks) -> float:
 # %% ../nbs/25_app.ipynb #1253a5f8
 GRADE_WORDS = {0: 'no clearance', 1: 'poor (1–25%)', 2: 'fair (26–50%)', 3: 'good (51–75%)', 4: 'excellent (76–100%)'}
 DAMAGED = 'Warning: the model also changed the face outside the stain, so this picture is not a reliable result.'
-NO_STAIN = ('No stain was found, so the photo is shown as it was. The remover measures a stain against the other side of '
-            'the face: one that covers both sides alike, or the whole face, or a faint one can go unfound.')
+NO_STAIN = f'No stain was found, so the photo is shown as it was. The remover measures a stain against the other side of the face: {MISSED}.'
 
 def _pct(p: float, g: int) -> str:
     return 'not measured (no stain detected)' if not math.isfinite(p) else f'**{p:.0f}%** (grade {g}: {GRADE_WORDS[g]})'
@@ -225,7 +224,7 @@ def part_name(k: int, part: dict) -> str:
 def parts_picture(found: dict, leave_out: Sequence[int] = ()) -> Image.Image:
     "The face crop with the outline of each listed part of the region (green: removed, white: left as it is) and its number."
     img, lab = np.array(found['crop'].image), found['labels']
-    font = ImageFont.load_default(size=max(12, img.shape[0] // 16))
+    font = label_font(max(12, img.shape[0] // 16))
     numbers = []
     for k, p in enumerate(found['parts'], 1):
         m, colour = lab == p['label'], LEFT if p['label'] in leave_out else KEPT
@@ -251,7 +250,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
         "What the page shows of a `process_photo` result: status, slider, summary, dose strip, the parts' picture."
         slider = [_image_data(r['crop'], 'before'), _image_data(r['removed'], 'after')]
         strip = [{'image': _image_data(img, name), 'caption': cap} for img, name, cap in strip_items(r)] or None
-        pic = _image_data(parts_picture(r['found'], r['left_out']), 'stain_parts') if r['parts'] else None
+        pic = _image_data(parts_picture(r['found'], r['left_out']), 'stain_parts') if r['found']['parts'] else None
         return (DAMAGED if r['damaged'] else DONE, slider, describe(r), strip, pic)
 
     def run(upload):
@@ -265,7 +264,7 @@ def build_app(remove: Callable, treat: Optional[Callable] = None, sessions: Sequ
         except PhotoError as e:
             gr.Warning(str(e))
             return (str(e), *empty)
-        names = [(part_name(k, p), p['label']) for k, p in enumerate(r['parts'], 1)]
+        names = [(part_name(k, p), p['label']) for k, p in enumerate(r['found']['parts'], 1)]
         parts = gr.CheckboxGroup(choices=names, value=[n for _, n in names], visible=bool(names))
         return (*show(r), parts, r['found'])   # the crop and its region stay in this page's session, in memory
 

@@ -230,7 +230,7 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
                   batch_size: int = typer.Option(8, '--batch-size', min=1, help='Images per forward pass.'),
                   device: str = _DEVICE):
     "Remove the stain from a folder of face photos (or add one, A2B, with a CycleGAN run)."
-    from cyclegan_pws.predict import translate_folder
+    from cyclegan_pws.predict import MISSED, translate_folder
     r = translate_folder(checkpoint, inp, out, direction=direction, batch_size=batch_size, device=device,
                          progress=sys.stderr.isatty())
     how = 'at full resolution' if r['size'] is None else f"{r['resized']} restored from {r['size']} px"
@@ -239,8 +239,7 @@ def translate_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run
         typer.echo(f"translate: warning: {len(r['damaged_files'])} of {r['translated']} changed the face outside the stain "
                    f"(e.g. {r['damaged_files'][0]}); do not use them as results", err=True)
     if r.get('no_stain_files'):
-        typer.echo(f"translate: {len(r['no_stain_files'])} of {r['translated']} came back unchanged, no stain found (e.g. {r['no_stain_files'][0]}): "
-                   'a stain on both sides of the face alike, over all of it, or a faint one can go unfound', err=True)
+        typer.echo(f"translate: {len(r['no_stain_files'])} of {r['translated']} came back unchanged, no stain found (e.g. {r['no_stain_files'][0]}): {MISSED}", err=True)
 
 @app.command('export')
 def export_cmd(checkpoint: Path = typer.Option(..., '--checkpoint', help='Run folder (newest valid checkpoint) or a checkpoint folder.'),

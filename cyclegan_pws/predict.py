@@ -24,7 +24,7 @@ from .treatment import DoseGenerator
 from .dose_response import DoseLooks, is_looks_run, read_looks
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'restore_size', 'predict_at_size', 'generator', 'Translator', 'face_landmarks', 'StainRemover',
+__all__ = ['DIRECTIONS', 'MISSED', 'restore_size', 'predict_at_size', 'generator', 'Translator', 'face_landmarks', 'StainRemover',
            'TreatmentPredictor', 'load_predictor', 'removal_run', 'translate_folder', 'changed_outside_stain',
            'dose_tag', 'parse_doses', 'look_name', 'predict_folder']
 
@@ -197,6 +197,8 @@ def _readable(files, progress: bool):
             try: yield p, to_tensor(read_image(p))
             except UserError as e: warnings.warn(f'skipping {e}'); skipped.append(p.name)
     return gen(), skipped
+
+MISSED = 'a stain on both sides of the face alike, over all of it, or a faint one can go unfound'   # measured against the other side
 
 def translate_folder(checkpoint, inp, out, direction: str = 'B2A', batch_size: int = 8, device='cpu',
                      progress: bool = False) -> dict:

@@ -17,10 +17,11 @@ from .io import atomic_write_json, atomic_write_text, save_image
 from .metrics import dilate
 
 # %% auto #0
-__all__ = ['outline', 'make_grid', 'pick_spread', 'finite_or_none', 'png_uri', 'render_html', 'write_report']
+__all__ = ['label_font', 'outline', 'make_grid', 'pick_spread', 'finite_or_none', 'png_uri', 'render_html', 'write_report']
 
 # %% ../nbs/21_report.ipynb #5e04f5eb
-def _font(size: int = 12):
+def label_font(size: int = 12):
+    "Pillow's built-in font at `size` px for labels on pictures (fixed size where Pillow cannot scale it)."
     try: return ImageFont.load_default(size=size)
     except TypeError: return ImageFont.load_default()  # Pillow < 10.1 or no FreeType: fixed size
 
@@ -43,7 +44,7 @@ def make_grid(rows: list[dict], titles: list[str], cell: int = 160) -> Image.Ima
     "A labelled grid: one row per {'label': str, 'images': [PIL, ...]}, one column per title."
     head, lab, ncol = 20, 16, len(titles)
     grid = Image.new('RGB', (cell * ncol, head + len(rows) * (lab + cell)), (255, 255, 255))
-    d, f = ImageDraw.Draw(grid), _font(12)
+    d, f = ImageDraw.Draw(grid), label_font(12)
     for j, t in enumerate(titles): d.text((j * cell + 4, 3), t, fill=(0, 0, 0), font=f)
     for i, r in enumerate(rows):
         y = head + i * (lab + cell)
